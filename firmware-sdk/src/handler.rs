@@ -154,9 +154,12 @@ macro_rules! fail {
 
 /// Exports `edgefn_alloc`, `edgefn_handle` and (with `init = f`) `edgefn_init` around plain functions.
 ///
+/// The handler takes the [`Event`] by value: it is `Copy` and its fields borrow the event buffer,
+/// so with plain lifetime elision the [`Response`] may borrow from the event (`event.data`).
+///
 /// ```no_run
 /// use edgefn_sdk::{Event, Response, Error};
-/// fn handle(event: &Event) -> Result<Response, Error> {
+/// fn handle(event: Event) -> Result<Response, Error> {
 ///     Ok(Response::bytes(event.data))
 /// }
 /// fn init() -> Result<(), Error> { Ok(()) }
@@ -227,9 +230,16 @@ pub mod __rt {
         None
     }
 
-    pub fn handle(ptr: i32, len: i32, f: fn(&Event<'_>) -> Result<Response<'_>, Error>) -> i32 {
-        // SAFETY: the host wrote `len` bytes at `ptr`, inside the region `alloc` returned.
-        let bytes = unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) };
+    /// The handler signature [`export_handler!`](crate::export_handler) accepts.
+    pub type Handler = for<'a> fn(Event<'a>) -> Result<Response<'a>, Error>;
+
+    pub fn handle(ptr: i32, len: i32, f: Handler) -> i32 {
+        let bytes: &[u8] = if ptr == 0 || len <= 0 {
+            &[]
+        } else {
+            // SAFETY: the host wrote `len` bytes at `ptr`, inside the region `alloc` returned.
+            unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) }
+        };
         let event = match Event::decode(bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -237,7 +247,7 @@ pub mod __rt {
                 return 1;
             }
         };
-        match f(&event) {
+        match f(event) {
             Ok(r) => {
                 if let Some(b) = r.as_bytes() {
                     respond(b);
