@@ -45,22 +45,79 @@ use ValType::{I32, I64};
 
 /// Every host function of ABI v1, with its exact signature.
 pub const IMPORTS: &[Signature] = &[
-    Signature { name: "log", params: &[I32, I32, I32], results: &[] },
-    Signature { name: "respond", params: &[I32, I32], results: &[] },
-    Signature { name: "publish", params: &[I32, I32, I32, I32, I32], results: &[I32] },
-    Signature { name: "kv_get", params: &[I32, I32, I32, I32], results: &[I32] },
-    Signature { name: "kv_set", params: &[I32, I32, I32, I32], results: &[I32] },
-    Signature { name: "kv_delete", params: &[I32, I32], results: &[I32] },
-    Signature { name: "config_get", params: &[I32, I32, I32, I32], results: &[I32] },
-    Signature { name: "now_ms", params: &[], results: &[I64] },
-    Signature { name: "monotonic_us", params: &[], results: &[I64] },
+    Signature {
+        name: "log",
+        params: &[I32, I32, I32],
+        results: &[],
+    },
+    Signature {
+        name: "respond",
+        params: &[I32, I32],
+        results: &[],
+    },
+    Signature {
+        name: "publish",
+        params: &[I32, I32, I32, I32, I32],
+        results: &[I32],
+    },
+    Signature {
+        name: "kv_get",
+        params: &[I32, I32, I32, I32],
+        results: &[I32],
+    },
+    Signature {
+        name: "kv_set",
+        params: &[I32, I32, I32, I32],
+        results: &[I32],
+    },
+    Signature {
+        name: "kv_delete",
+        params: &[I32, I32],
+        results: &[I32],
+    },
+    Signature {
+        name: "config_get",
+        params: &[I32, I32, I32, I32],
+        results: &[I32],
+    },
+    Signature {
+        name: "now_ms",
+        params: &[],
+        results: &[I64],
+    },
+    Signature {
+        name: "monotonic_us",
+        params: &[],
+        results: &[I64],
+    },
 ];
 
 /// The function exports of ABI v1 (`memory` aside), with `required` telling which must exist.
 pub const EXPORTS: &[(Signature, bool)] = &[
-    (Signature { name: EXPORT_ALLOC, params: &[I32], results: &[I32] }, true),
-    (Signature { name: EXPORT_HANDLE, params: &[I32, I32], results: &[I32] }, true),
-    (Signature { name: EXPORT_INIT, params: &[], results: &[I32] }, false),
+    (
+        Signature {
+            name: EXPORT_ALLOC,
+            params: &[I32],
+            results: &[I32],
+        },
+        true,
+    ),
+    (
+        Signature {
+            name: EXPORT_HANDLE,
+            params: &[I32, I32],
+            results: &[I32],
+        },
+        true,
+    ),
+    (
+        Signature {
+            name: EXPORT_INIT,
+            params: &[],
+            results: &[I32],
+        },
+        false,
+    ),
 ];
 
 /// Looks up an ABI v1 import by name.
@@ -102,7 +159,13 @@ pub enum Level {
 
 impl Level {
     /// All levels, lowest first.
-    pub const ALL: [Level; 5] = [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error];
+    pub const ALL: [Level; 5] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+    ];
 
     /// The level for an ABI integer; values above 4 clamp to `Error`, below 0 to `Trace`.
     pub fn from_i32(v: i32) -> Level {
@@ -302,7 +365,15 @@ mod tests {
 
     #[test]
     fn trailing_bytes_and_truncation_are_refused() {
-        let ev = Event { id: "i", source: "invoke", subject: "", time_ms: 5, content_type: "", data: b"hi", attempt: 1 };
+        let ev = Event {
+            id: "i",
+            source: "invoke",
+            subject: "",
+            time_ms: 5,
+            content_type: "",
+            data: b"hi",
+            attempt: 1,
+        };
         let mut buf = [0u8; 64];
         let n = ev.encode_to_slice(&mut buf).unwrap().len();
         assert_eq!(Event::decode(&buf[..n]), Ok(ev));

@@ -91,7 +91,9 @@ impl Error {
 
     /// An error with a formatted message: `Error::fmt(format_args!("bad {}", x))`.
     pub fn fmt(args: core::fmt::Arguments<'_>) -> Error {
-        let mut e = Error { message: heapless::String::new() };
+        let mut e = Error {
+            message: heapless::String::new(),
+        };
         let mut w = Truncating(&mut e.message);
         let _ = w.write_fmt(args);
         e

@@ -58,7 +58,15 @@ pub fn respond(bytes: &[u8]) {
 
 /// Publishes `data` to `topic`. Takes effect only if the invocation succeeds.
 pub fn publish(topic: &str, data: &[u8], qos: QoS) -> Result<(), HostError> {
-    HostError::check(unsafe { sys::publish(topic.as_ptr(), topic.len(), data.as_ptr(), data.len(), qos as i32) })
+    HostError::check(unsafe {
+        sys::publish(
+            topic.as_ptr(),
+            topic.len(),
+            data.as_ptr(),
+            data.len(),
+            qos as i32,
+        )
+    })
 }
 
 /// Result of a lookup into a caller-provided buffer.
@@ -115,7 +123,9 @@ pub mod kv {
 
     /// Stores `value` under `key`.
     pub fn set(key: &str, value: &[u8]) -> Result<(), HostError> {
-        HostError::check(unsafe { sys::kv_set(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
+        HostError::check(unsafe {
+            sys::kv_set(key.as_ptr(), key.len(), value.as_ptr(), value.len())
+        })
     }
 
     /// Stores a `u64` as 8 little-endian bytes.

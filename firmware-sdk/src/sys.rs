@@ -8,7 +8,13 @@
 extern "C" {
     pub fn log(level: i32, ptr: *const u8, len: usize);
     pub fn respond(ptr: *const u8, len: usize);
-    pub fn publish(topic_ptr: *const u8, topic_len: usize, data_ptr: *const u8, data_len: usize, qos: i32) -> i32;
+    pub fn publish(
+        topic_ptr: *const u8,
+        topic_len: usize,
+        data_ptr: *const u8,
+        data_len: usize,
+        qos: i32,
+    ) -> i32;
     pub fn kv_get(key_ptr: *const u8, key_len: usize, out_ptr: *mut u8, out_cap: usize) -> i32;
     pub fn kv_set(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize) -> i32;
     pub fn kv_delete(key_ptr: *const u8, key_len: usize) -> i32;
@@ -20,7 +26,8 @@ extern "C" {
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     #![allow(clippy::missing_safety_doc)]
-    const MSG: &str = "edgefn host imports exist only inside the agent (build for wasm32-unknown-unknown)";
+    const MSG: &str =
+        "edgefn host imports exist only inside the agent (build for wasm32-unknown-unknown)";
     pub unsafe fn log(_: i32, _: *const u8, _: usize) {
         panic!("{MSG}")
     }
