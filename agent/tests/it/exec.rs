@@ -1,0 +1,1 @@
+//! `edgefn-agent exec` as a user runs it.

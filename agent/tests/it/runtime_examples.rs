@@ -1,0 +1,1 @@
+//! The example functions (built from examples/) through the runtime.
