@@ -343,14 +343,12 @@ impl Instance {
                 outcome: Outcome::Trap,
                 message: "stack overflow: call depth limit exceeded (unbounded recursion?)".into(),
             },
-            Some(code) => Failure {
+            Some(TrapCode::MemoryOutOfBounds) => Failure {
                 outcome: Outcome::Trap,
-                message: format!("trap: {code}"),
+                message: "out of bounds memory access (a bad pointer, or the guest's shadow stack overflowed)".into(),
             },
-            None => Failure {
-                outcome: Outcome::Trap,
-                message: format!("trap: {e}"),
-            },
+            Some(code) => Failure { outcome: Outcome::Trap, message: code.to_string() },
+            None => Failure { outcome: Outcome::Trap, message: e.to_string() },
         }
     }
 }
