@@ -1,8 +1,10 @@
 //! edgefn-agent: the edge agent.
 //!
 //! - [`runtime`]: loads, validates and runs ABI v1 functions on wasmi with limits.
+//! - [`store`]: the durable SQLite store (functions, versions, aliases, kv, records, stats).
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
 pub mod runtime;
 pub mod stats;
+pub mod store;
