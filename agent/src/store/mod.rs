@@ -23,22 +23,49 @@
 //! | `counters` | `name` | exact row counts of logs/invocations (triggers) and cumulative retention drops |
 //! | `meta` | `key` | small settings (admin token id, device id, ...) |
 //!
+//! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
+//! deleted, enabled/disabled, function deleted) write an info log line for the function in the
+//! same transaction as the change.
+//!
 //! # Files
 //!
 //! - [`db`]: the [`Store`] handle, [`StoreOptions`], durability ([`Synchronous`]), thread model
 //! - [`error`]: the error type, [`StoreError`]
 //! - `migrations` (private): the schema and its versioned migrations
 //! - [`names`], [`qualifier`]: valid names; `latest` / version / alias qualifiers
+//! - [`modules`]: content-addressed module bytes and their garbage collection
+//! - [`functions`], [`versions`], [`alias`]: the function lifecycle
+//! - [`kv`]: per-function key-value store
+//! - [`records`]: plain data the daemon hands over (invocation records, log lines, outcomes)
+//! - [`logs`]: appending and querying log lines
+//! - [`meta`]: small persistent settings
 
+pub mod alias;
 pub mod db;
 pub mod error;
+pub mod functions;
+pub mod kv;
+pub mod logs;
+pub mod meta;
 mod migrations;
+pub mod modules;
 pub mod names;
 pub mod qualifier;
+pub mod records;
+pub mod versions;
 
 #[cfg(test)]
 mod test_support;
 
+pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use db::{Store, StoreOptions, Synchronous};
 pub use error::{Result, StoreError};
+pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
+pub use kv::{KvUsage, KvWrite};
+pub use logs::LogFilter;
+pub use modules::sha256_hex;
 pub use qualifier::Qualifier;
+pub use records::{
+    InvocationLog, InvocationOutcome, InvocationRecord, Level, LogLine, LogRecord, Outcome,
+};
+pub use versions::{Published, VersionInfo};
