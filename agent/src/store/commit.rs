@@ -99,6 +99,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
     use super::*;
     use crate::store::records::{InvocationLog, Level, Outcome};
     use crate::store::test_support::{outcome, record, temp_store};
@@ -211,5 +215,119 @@ mod tests {
             0
         );
         assert!(store.commit(&[]).unwrap() == CommitSummary::default());
+    }
+
+    /// Set for the child process of the crash test: the database it writes to.
+    const CRASH_CHILD_ENV: &str = "EDGEFN_STORE_CRASH_CHILD_DB";
+
+    /// Not a test of its own: the body of the child process that the crash test re-invokes
+    /// this test binary for. Without the environment variable it returns at once.
+    #[test]
+    fn crash_child_writer() {
+        let Some(path) = std::env::var_os(CRASH_CHILD_ENV) else {
+            return;
+        };
+        let store = Store::open(&path).unwrap();
+        let pid = std::process::id();
+        let started = Instant::now();
+        let mut acknowledged = 0usize;
+        // Bounded, so an orphaned child cannot run forever.
+        while started.elapsed() < Duration::from_secs(60) {
+            let batch: Vec<_> = (0..10)
+                .map(|i| {
+                    let id = format!("{pid}-{acknowledged}-{i}");
+                    with_logs_and_kv(&id, Outcome::Success, &id)
+                })
+                .collect();
+            store.commit(&batch).unwrap();
+            acknowledged += batch.len();
+            // Printed only after the commit returned: the parent checks that all of these
+            // survive the kill.
+            println!("committed {acknowledged}");
+        }
+    }
+
+    #[test]
+    fn kill_9_leaves_a_consistent_store_with_every_acknowledged_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crash.db");
+        Store::open(&path)
+            .unwrap()
+            .create_function("f", b"m", "", Origin::Local)
+            .unwrap();
+        let mut expected_at_least = 0usize;
+        for round in 0..3 {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::commit::tests::crash_child_writer",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CRASH_CHILD_ENV, &path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut acknowledged = 0usize;
+            let target = 300 + round * 70; // vary where in the write loop the kill lands
+            for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+                if let Some(n) = line.unwrap().strip_prefix("committed ") {
+                    acknowledged = n.parse().unwrap();
+                    if acknowledged >= target {
+                        break;
+                    }
+                }
+            }
+            assert!(acknowledged >= target, "child stopped early");
+            // Round 0 kills right away (mid-transaction, as seen by the reader); later rounds let
+            // the child run on a little, so the kill lands somewhere else in its loop.
+            std::thread::sleep(Duration::from_millis(round as u64 * 7));
+            child.kill().unwrap(); // SIGKILL, most likely in the middle of a transaction
+            let status = child.wait().unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "the child was not killed: {status}"
+                );
+            }
+            #[cfg(not(unix))]
+            let _ = status;
+            expected_at_least += acknowledged;
+
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+            let (invocations, logs, kv_entries): (i64, i64, i64) = store
+                .read(|tx| {
+                    Ok(tx.query_row(
+                        "SELECT (SELECT count(*) FROM invocations),
+                                (SELECT count(*) FROM logs WHERE invocation_id IS NOT NULL),
+                                (SELECT count(*) FROM kv)",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?)
+                })
+                .unwrap();
+            // Every committed transaction is complete...
+            assert_eq!(logs, 3 * invocations, "round {round}");
+            assert_eq!(kv_entries, invocations, "round {round}");
+            let stats = store.stats(&StatsQuery::default()).unwrap();
+            assert_eq!(
+                stats.totals.invocations as i64, invocations,
+                "round {round}"
+            );
+            let counts = store.row_counts().unwrap();
+            assert_eq!(counts.invocations as i64, invocations);
+            // ...and every acknowledged one is there.
+            assert!(
+                invocations as usize >= expected_at_least,
+                "round {round}: {invocations} < {expected_at_least} acknowledged"
+            );
+            eprintln!("round {round}: {acknowledged} acknowledged, {invocations} stored in total");
+            expected_at_least = invocations as usize;
+        }
     }
 }
