@@ -26,8 +26,10 @@ pub struct WeightedVersion {
     pub weight: f64,
 }
 
-/// Where an alias points.
+/// Where an alias points. In JSON it is flat, as in the admin API:
+/// `{"version": 1, "also_version": 2, "weight": 0.1}` (the last two both or neither).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "FlatTarget", try_from = "FlatTarget")]
 pub struct AliasTarget {
     /// Receives every event not routed to `also`.
     pub version: u32,
@@ -82,6 +84,35 @@ impl AliasTarget {
     /// The version that serves `event_id`; see [`pick_version`].
     pub fn pick(&self, event_id: &str) -> u32 {
         pick_version(self, event_id)
+    }
+}
+
+/// The JSON shape of [`AliasTarget`].
+#[derive(Serialize, Deserialize)]
+struct FlatTarget {
+    version: u32,
+    also_version: Option<u32>,
+    weight: Option<f64>,
+}
+
+impl From<AliasTarget> for FlatTarget {
+    fn from(t: AliasTarget) -> Self {
+        FlatTarget {
+            version: t.version,
+            also_version: t.also.map(|a| a.version),
+            weight: t.also.map(|a| a.weight),
+        }
+    }
+}
+
+impl TryFrom<FlatTarget> for AliasTarget {
+    type Error = &'static str;
+    fn try_from(f: FlatTarget) -> std::result::Result<Self, Self::Error> {
+        match (f.also_version, f.weight) {
+            (None, None) => Ok(AliasTarget::single(f.version)),
+            (Some(also), Some(weight)) => Ok(AliasTarget::weighted(f.version, also, weight)),
+            _ => Err("also_version and weight go together"),
+        }
     }
 }
 
@@ -388,6 +419,28 @@ mod tests {
             Err(StoreError::UnknownFunction(_))
         ));
         assert!(store.list_aliases("f").unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_shape_is_flat() {
+        let json = serde_json::to_value(AliasTarget::weighted(1, 2, 0.25)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"version": 1, "also_version": 2, "weight": 0.25})
+        );
+        let single: AliasTarget = serde_json::from_str(r#"{"version": 3}"#).unwrap();
+        assert_eq!(single, AliasTarget::single(3));
+        assert!(serde_json::from_str::<AliasTarget>(r#"{"version": 3, "weight": 0.5}"#).is_err());
+        let info = AliasInfo {
+            function: "f".into(),
+            name: "prod".into(),
+            target: AliasTarget::single(1),
+            updated_ms: 5,
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["name"], "prod");
+        assert_eq!(json["version"], 1);
+        assert!(json["also_version"].is_null());
     }
 
     #[test]

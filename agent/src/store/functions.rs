@@ -83,6 +83,8 @@ pub struct FunctionSummary {
     pub latest_revision: u64,
     /// Number of versions that currently exist.
     pub versions: u32,
+    /// Number of aliases.
+    pub aliases: u32,
     /// Highest version number ever published (`None` before the first publish). The next
     /// publish gets `last_version + 1` even if that version was deleted.
     pub last_version: Option<u32>,
@@ -120,7 +122,8 @@ pub struct DeletedFunction {
 
 const SUMMARY_COLUMNS: &str = "f.name, f.enabled, f.origin, f.created_ms, f.updated_ms,
     f.latest_sha256, m.size, f.latest_revision,
-    (SELECT count(*) FROM versions v WHERE v.function = f.name), f.last_version";
+    (SELECT count(*) FROM versions v WHERE v.function = f.name), f.last_version,
+    (SELECT count(*) FROM aliases a WHERE a.function = f.name)";
 
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<FunctionSummary> {
     let last_version: u32 = row.get(9)?;
@@ -134,6 +137,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<FunctionSummary> {
         latest_size: row.get(6)?,
         latest_revision: row.get(7)?,
         versions: row.get(8)?,
+        aliases: row.get(10)?,
         last_version: (last_version > 0).then_some(last_version),
     })
 }
@@ -381,7 +385,7 @@ mod tests {
         assert_eq!(created.latest_size, 6);
         assert_eq!(created.latest_sha256, modules::sha256_hex(b"wasm-1"));
         assert_eq!(created.latest_revision, 1);
-        assert_eq!(created.versions, 0);
+        assert_eq!((created.versions, created.aliases), (0, 0));
         assert_eq!(created.last_version, None);
 
         store

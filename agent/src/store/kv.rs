@@ -37,6 +37,13 @@ impl KvWrite {
     }
 }
 
+/// From the runtime's buffered effects (`(key, Some(value))` = set, `(key, None)` = delete).
+impl From<(Vec<u8>, Option<Vec<u8>>)> for KvWrite {
+    fn from((key, value): (Vec<u8>, Option<Vec<u8>>)) -> Self {
+        Self { key, value }
+    }
+}
+
 /// How much kv space a function uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvUsage {

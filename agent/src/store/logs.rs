@@ -23,6 +23,7 @@ pub struct LogFilter {
     /// Only lines of this function (agent-level lines have no function and are then excluded).
     pub function: Option<String>,
     /// Only lines at this level or above.
+    #[serde(with = "super::records::level_name::option")]
     pub min_level: Option<Level>,
     /// Only lines with `time_ms >= since_ms`.
     pub since_ms: Option<i64>,
@@ -94,7 +95,7 @@ pub(crate) fn insert_parts(
     )?
     .execute(params![
         time_ms,
-        level,
+        level as u8,
         function,
         version,
         invocation_id,
@@ -126,7 +127,8 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
     Ok(LogRecord {
         seq: row.get(0)?,
         time_ms: row.get(1)?,
-        level: row.get(2)?,
+        // The CHECK constraint keeps stored levels in 0..=4.
+        level: Level::from_i32(row.get(2)?),
         function: row.get(3)?,
         version: row.get(4)?,
         invocation_id: row.get(5)?,
@@ -380,6 +382,41 @@ mod tests {
             }),
             ["a starts", "a detail 50% done"]
         );
+    }
+
+    #[test]
+    fn filter_and_records_have_the_api_json_shape() {
+        let filter: LogFilter =
+            serde_json::from_str(r#"{"function": "a", "min_level": "warn"}"#).unwrap();
+        assert_eq!(filter.min_level, Some(Level::Warn));
+        assert_eq!(filter.limit, LogFilter::default().limit);
+        let none: LogFilter = serde_json::from_str(r#"{"min_level": null}"#).unwrap();
+        assert_eq!(none.min_level, None);
+        assert!(serde_json::from_str::<LogFilter>(r#"{"min_level": "loud"}"#).is_err());
+
+        let (_dir, store) = seeded();
+        let record = &store.logs(&LogFilter::default()).unwrap()[0];
+        let json = serde_json::to_value(record).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys.len(),
+            [
+                "seq",
+                "time_ms",
+                "level",
+                "function",
+                "version",
+                "invocation_id",
+                "text"
+            ]
+            .len()
+        );
+        assert_eq!(json["level"], "info");
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub use records::{
 };
 pub use resolve::Resolved;
 pub use retention::{Dropped, Retention, RowCounts};
-pub use stats::{Figures, StatsGroup, StatsPoint, StatsQuery, StatsReport, Summary, VersionKey};
+pub use stats::{
+    Figures, Fuel, StatsGroup, StatsPoint, StatsQuery, StatsReport, Summary, VersionKey,
+};
 pub use versions::{Published, VersionInfo};
 
 #[cfg(test)]

@@ -21,14 +21,15 @@ fn check_charset(name: &str) -> std::result::Result<(), &'static str> {
     }
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err("only letters, digits, '-', '_' and '.' are allowed");
+        return Err("only letters, digits, '-' and '_' are allowed");
     }
     Ok(())
 }
 
-/// Checks a function name: 1-64 of `A-Z a-z 0-9 - _ .`, starting with a letter or digit.
+/// Checks a function name: 1-64 of `A-Z a-z 0-9 - _`, starting with a letter or digit (the
+/// rule of the admin API, docs/agent-api.md).
 pub fn validate_function_name(name: &str) -> Result<()> {
     check_charset(name).map_err(|reason| StoreError::InvalidName {
         name: name.to_owned(),
@@ -58,10 +59,20 @@ mod tests {
 
     #[test]
     fn function_names() {
-        for ok in ["f", "temp-sensor", "a.b_c-9", "9lives", &"x".repeat(64)] {
+        for ok in ["f", "temp-sensor", "a_b-9", "9lives", &"x".repeat(64)] {
             validate_function_name(ok).unwrap();
         }
-        for bad in ["", "-x", ".x", "a:b", "a b", "ä", "a/b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "a.b",
+            "a:b",
+            "a b",
+            "ä",
+            "a/b",
+            &"x".repeat(65),
+        ] {
             assert!(
                 matches!(
                     validate_function_name(bad),

@@ -9,49 +9,48 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::KvWrite;
 
-/// Log level, as in the guest ABI's `log` import (0 trace .. 4 error).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-}
+/// Log level: the guest ABI's definition (one definition for the SDK, the runtime and the
+/// store). Stored as its number 0-4; in JSON as its lowercase name (`"info"`).
+pub use edgefn_sdk::Level;
 
-impl Level {
-    /// The level of an ABI level number; numbers above 4 are errors, below 0 trace (a guest
-    /// cannot make its lines disappear or crash the host with a bad level).
-    pub fn from_abi(level: i32) -> Level {
-        match level {
-            i32::MIN..=0 => Level::Trace,
-            1 => Level::Debug,
-            2 => Level::Info,
-            3 => Level::Warn,
-            _ => Level::Error,
+/// Serde for [`Level`] as its lowercase name, as the admin API shows it.
+pub mod level_name {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Level;
+
+    pub fn serialize<S: Serializer>(level: &Level, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(level.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
+        let name = String::deserialize(d)?;
+        Level::parse(&name).ok_or_else(|| D::Error::custom(format!("unknown log level {name:?}")))
+    }
+
+    /// The same for `Option<Level>` (`null` = none).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::Level;
+
+        pub fn serialize<S: Serializer>(level: &Option<Level>, s: S) -> Result<S::Ok, S::Error> {
+            match level {
+                Some(level) => super::serialize(level, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Level>, D::Error> {
+            #[derive(Deserialize)]
+            struct Named(#[serde(with = "super")] Level);
+            Ok(Option::<Named>::deserialize(d)?.map(|Named(level)| level))
         }
     }
-
-    /// Lowercase name (`"info"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
 }
 
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Error of parsing a [`Level`], [`Outcome`] or other small enum from text.
+/// Error of parsing an [`Outcome`] or another small enum of the store from text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?}")]
 pub struct ParseEnumError {
@@ -64,39 +63,6 @@ impl ParseEnumError {
         Self {
             what,
             value: value.to_owned(),
-        }
-    }
-}
-
-impl FromStr for Level {
-    type Err = ParseEnumError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "trace" | "0" => Ok(Level::Trace),
-            "debug" | "1" => Ok(Level::Debug),
-            "info" | "2" => Ok(Level::Info),
-            "warn" | "warning" | "3" => Ok(Level::Warn),
-            "error" | "4" => Ok(Level::Error),
-            _ => Err(ParseEnumError::new("log level", s)),
-        }
-    }
-}
-
-impl ToSql for Level {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(*self as i64))
-    }
-}
-
-impl FromSql for Level {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        match value.as_i64()? {
-            0 => Ok(Level::Trace),
-            1 => Ok(Level::Debug),
-            2 => Ok(Level::Info),
-            3 => Ok(Level::Warn),
-            4 => Ok(Level::Error),
-            n => Err(FromSqlError::OutOfRange(n)),
         }
     }
 }
@@ -120,9 +86,11 @@ pub enum Outcome {
     Timeout,
     /// Refused because `max_concurrency` and the queue were full; the guest never ran.
     Throttled,
+    /// The event was larger than the function's limit (or the guest could not allocate it).
+    EventTooLarge,
     /// The instance failed to start (`edgefn_init` non-zero or trapped).
     InitFailed,
-    /// Refused before running: function disabled, event too large, ...
+    /// Refused before running for another reason (e.g. the function is disabled).
     Rejected,
 }
 
@@ -137,13 +105,14 @@ impl Outcome {
             Outcome::MemoryLimit => "memory_limit",
             Outcome::Timeout => "timeout",
             Outcome::Throttled => "throttled",
+            Outcome::EventTooLarge => "event_too_large",
             Outcome::InitFailed => "init_failed",
             Outcome::Rejected => "rejected",
         }
     }
 
     /// Every outcome, for parsing and tests.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Success,
         Outcome::Error,
         Outcome::Trap,
@@ -151,6 +120,7 @@ impl Outcome {
         Outcome::MemoryLimit,
         Outcome::Timeout,
         Outcome::Throttled,
+        Outcome::EventTooLarge,
         Outcome::InitFailed,
         Outcome::Rejected,
     ];
@@ -234,6 +204,7 @@ impl InvocationRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationLog {
     pub time_ms: i64,
+    #[serde(with = "level_name")]
     pub level: Level,
     pub text: String,
 }
@@ -242,6 +213,7 @@ pub struct InvocationLog {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     pub time_ms: i64,
+    #[serde(with = "level_name")]
     pub level: Level,
     /// `None` for agent-level lines.
     pub function: Option<String>,
@@ -257,6 +229,7 @@ pub struct LogRecord {
     /// Position in the log; increases with every line and is never reused (`--follow` cursor).
     pub seq: i64,
     pub time_ms: i64,
+    #[serde(with = "level_name")]
     pub level: Level,
     pub function: Option<String>,
     pub version: Option<u32>,
@@ -281,15 +254,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn levels_parse_and_order() {
-        assert_eq!("WARN".parse::<Level>().unwrap(), Level::Warn);
-        assert_eq!("4".parse::<Level>().unwrap(), Level::Error);
-        assert!("loud".parse::<Level>().is_err());
-        assert!(Level::Trace < Level::Error);
-        assert_eq!(Level::from_abi(-5), Level::Trace);
-        assert_eq!(Level::from_abi(2), Level::Info);
-        assert_eq!(Level::from_abi(99), Level::Error);
-        assert_eq!(Level::Info.to_string(), "info");
+    fn levels_are_json_names_and_sql_numbers() {
+        let line = InvocationLog {
+            time_ms: 1,
+            level: Level::Warn,
+            text: "t".into(),
+        };
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(json, r#"{"time_ms":1,"level":"warn","text":"t"}"#);
+        assert_eq!(serde_json::from_str::<InvocationLog>(&json).unwrap(), line);
+        assert!(
+            serde_json::from_str::<InvocationLog>(r#"{"time_ms":1,"level":"loud","text":""}"#)
+                .is_err()
+        );
+        assert_eq!(Level::Error as u8, 4);
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl Bucket {
             errors: self.errors,
             throttles: self.throttles,
             retries: self.retries,
-            fuel_sum: self.fuel_sum,
+            fuel: Fuel {
+                total: self.fuel_sum,
+                avg: (self.invocations > 0).then(|| self.fuel_sum as f64 / self.invocations as f64),
+            },
             duration_us: Summary::of(&self.duration, self.duration_sum_us),
             latency_us: Summary::of(&self.latency, self.latency_sum_us),
         }
@@ -248,6 +251,14 @@ impl Summary {
     }
 }
 
+/// Fuel used by runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fuel {
+    pub total: u64,
+    /// Per run; `None` without runs.
+    pub avg: Option<f64>,
+}
+
 /// The figures of a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
@@ -255,7 +266,7 @@ pub struct Figures {
     pub errors: u64,
     pub throttles: u64,
     pub retries: u64,
-    pub fuel_sum: u64,
+    pub fuel: Fuel,
     /// Duration of runs.
     pub duration_us: Summary,
     /// Event time to start of runs.
@@ -487,7 +498,8 @@ mod tests {
         assert_eq!(t.errors, 10);
         assert_eq!(t.throttles, 1);
         assert_eq!(t.retries, 5);
-        assert_eq!(t.fuel_sum, 100 * 100);
+        assert_eq!(t.fuel.total, 100 * 100);
+        assert_eq!(t.fuel.avg, Some(100.0));
         // Durations 1..=100 ms: mean 50.5 ms exactly (sums are exact), percentiles within 1.6%.
         assert_eq!(t.duration_us.avg, Some(50_500.0));
         let close = |got: Option<u64>, want: f64| {
