@@ -2,6 +2,8 @@
 //!
 //! - [`runtime`]: loads, validates and runs ABI v1 functions on wasmi with limits.
 //! - [`paths`]: the default data directory and the files in it (daemon and CLI agree).
+//! - [`store`]: the durable SQLite store (functions, versions, aliases, kv, records, stats).
+//! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
 pub mod config;
@@ -9,3 +11,5 @@ pub mod paths;
 pub mod pool;
 pub mod runtime;
 pub mod spec;
+pub mod stats;
+pub mod store;

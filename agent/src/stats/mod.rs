@@ -1,0 +1,7 @@
+//! Statistics primitives shared by the store (per-minute buckets) and the daemon (metrics).
+//!
+//! - [`histogram`]: a mergeable log-linear histogram with a compact binary form.
+
+pub mod histogram;
+
+pub use histogram::Histogram;

@@ -1,0 +1,287 @@
+//! Versioned schema migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. [`MIGRATIONS`] is append-only:
+//! a released script is never edited, a schema change is a new script at the end. Each script runs
+//! in its own IMMEDIATE transaction together with the `user_version` bump, so a crash leaves the
+//! database at exactly one schema version. Opening an up-to-date store reads two pragmas and does
+//! nothing else.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{Result, StoreError};
+
+/// `PRAGMA application_id` of an edgefn store ("edgf"), so that pointing the agent at some other
+/// SQLite file fails clearly instead of migrating it.
+pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
+
+/// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// Applies every migration not yet applied; returns the resulting schema version.
+pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
+    let supported = MIGRATIONS.len() as u32;
+    let current = check_identity(conn, path, supported)?;
+    // Up to date (the common case): no write lock taken, nothing written.
+    for (index, script) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let target = index as u32 + 1;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Check again under the write lock: another process may have migrated meanwhile.
+        if check_identity(&tx, path, supported)? >= target {
+            continue; // dropping `tx` ends the (empty) transaction
+        }
+        tx.execute_batch(script)?;
+        tx.pragma_update(None, "user_version", target)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+    }
+    check_identity(conn, path, supported)
+}
+
+/// The schema version, after checking the file is an edgefn store this agent understands.
+fn check_identity(conn: &Connection, path: &str, supported: u32) -> Result<u32> {
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let fresh = version == 0
+        && app_id == 0
+        && conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })? == 0;
+    if !fresh && app_id != APPLICATION_ID {
+        return Err(StoreError::NotAStore {
+            path: path.to_owned(),
+            found: app_id,
+        });
+    }
+    if version > supported {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    Ok(version)
+}
+
+/// Schema version 1. See the module docs of `store` for what each table is for.
+const V1: &str = r#"
+-- Small settings of the agent (admin token id, device id, ...).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Integer counters: exact row counts (maintained by triggers, so retention never needs a
+-- count(*) over history) and what retention dropped (cumulative, reported to users and the cloud).
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES
+    ('rows.logs', 0), ('rows.invocations', 0),
+    ('dropped.logs', 0), ('dropped.invocations', 0), ('dropped.stats', 0);
+
+-- Module bytes, content-addressed: stored once however many functions and versions use them.
+-- A rowid table on purpose: large blobs do not belong in a WITHOUT ROWID b-tree.
+CREATE TABLE modules (
+    sha256     TEXT PRIMARY KEY NOT NULL CHECK (length(sha256) = 64),
+    size       INTEGER NOT NULL,
+    bytes      BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+
+CREATE TABLE functions (
+    name            TEXT PRIMARY KEY NOT NULL,
+    enabled         INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    origin          TEXT NOT NULL CHECK (origin IN ('local', 'cloud')),
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    latest_sha256   TEXT NOT NULL REFERENCES modules (sha256),
+    latest_spec     TEXT NOT NULL,
+    -- Bumped on every change of latest, so warm `latest` instances can tell they are stale.
+    latest_revision INTEGER NOT NULL,
+    -- Highest version number ever published: numbers of deleted versions are never reused.
+    last_version    INTEGER NOT NULL DEFAULT 0,
+    -- Maintained by the kv triggers: O(1) quota checks.
+    kv_entries      INTEGER NOT NULL DEFAULT 0,
+    kv_bytes        INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX functions_by_module ON functions (latest_sha256);
+
+CREATE TABLE versions (
+    function    TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    version     INTEGER NOT NULL CHECK (version >= 1),
+    sha256      TEXT NOT NULL REFERENCES modules (sha256),
+    spec        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (function, version)
+) WITHOUT ROWID;
+CREATE INDEX versions_by_module ON versions (sha256);
+CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+BEGIN
+    SELECT RAISE(ABORT, 'published versions are immutable');
+END;
+
+CREATE TABLE aliases (
+    function     TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    also_version INTEGER,
+    weight       REAL,
+    updated_ms   INTEGER NOT NULL,
+    PRIMARY KEY (function, name),
+    FOREIGN KEY (function, version) REFERENCES versions (function, version),
+    FOREIGN KEY (function, also_version) REFERENCES versions (function, version),
+    CHECK ((also_version IS NULL) = (weight IS NULL)),
+    CHECK (weight IS NULL OR (weight >= 0.0 AND weight <= 1.0))
+) WITHOUT ROWID;
+
+CREATE TABLE kv (
+    function TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    key      BLOB NOT NULL CHECK (typeof(key) = 'blob'),
+    value    BLOB NOT NULL CHECK (typeof(value) = 'blob'),
+    PRIMARY KEY (function, key)
+) WITHOUT ROWID;
+CREATE TRIGGER kv_usage_insert AFTER INSERT ON kv
+BEGIN
+    UPDATE functions SET kv_entries = kv_entries + 1,
+                         kv_bytes = kv_bytes + length(NEW.key) + length(NEW.value)
+     WHERE name = NEW.function;
+END;
+CREATE TRIGGER kv_usage_update AFTER UPDATE ON kv
+BEGIN
+    UPDATE functions SET kv_bytes = kv_bytes - length(OLD.key) - length(OLD.value)
+                                             + length(NEW.key) + length(NEW.value)
+     WHERE name = NEW.function;
+END;
+CREATE TRIGGER kv_usage_delete AFTER DELETE ON kv
+BEGIN
+    UPDATE functions SET kv_entries = kv_entries - 1,
+                         kv_bytes = kv_bytes - length(OLD.key) - length(OLD.value)
+     WHERE name = OLD.function;
+END;
+
+-- No foreign key to functions: records outlive their function and age out by retention.
+-- AUTOINCREMENT: `seq` never goes backwards, even after retention deleted the newest rows.
+CREATE TABLE invocations (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    function      TEXT NOT NULL,
+    version       INTEGER,
+    qualifier     TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    start_ms      INTEGER NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    fuel_used     INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,
+    error         TEXT
+);
+CREATE INDEX invocations_by_function ON invocations (function, seq);
+CREATE INDEX invocations_by_start ON invocations (start_ms);
+CREATE TRIGGER invocations_count_insert AFTER INSERT ON invocations
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'rows.invocations';
+END;
+CREATE TRIGGER invocations_count_delete AFTER DELETE ON invocations
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'rows.invocations';
+END;
+
+-- AUTOINCREMENT: `logs --follow` resumes after a seq, which must never be handed out twice.
+CREATE TABLE logs (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms       INTEGER NOT NULL,
+    level         INTEGER NOT NULL CHECK (level BETWEEN 0 AND 4),
+    function      TEXT,
+    version       INTEGER,
+    invocation_id TEXT,
+    text          TEXT NOT NULL
+);
+CREATE INDEX logs_by_function ON logs (function, seq);
+CREATE INDEX logs_by_invocation ON logs (invocation_id, seq) WHERE invocation_id IS NOT NULL;
+CREATE INDEX logs_by_time ON logs (time_ms);
+CREATE TRIGGER logs_count_insert AFTER INSERT ON logs
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'rows.logs';
+END;
+CREATE TRIGGER logs_count_delete AFTER DELETE ON logs
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'rows.logs';
+END;
+
+-- Per-minute statistics per function and version key ('latest' or the version number).
+-- Histograms are `stats::Histogram` blobs, merged (never averaged) over any window.
+CREATE TABLE stats (
+    function        TEXT NOT NULL,
+    version_key     TEXT NOT NULL,
+    minute_ms       INTEGER NOT NULL,
+    invocations     INTEGER NOT NULL,
+    errors          INTEGER NOT NULL,
+    throttles       INTEGER NOT NULL,
+    retries         INTEGER NOT NULL,
+    fuel_sum        INTEGER NOT NULL,
+    duration_sum_us INTEGER NOT NULL,
+    latency_sum_us  INTEGER NOT NULL,
+    duration_hist   BLOB NOT NULL,
+    latency_hist    BLOB NOT NULL,
+    PRIMARY KEY (function, version_key, minute_ms)
+) WITHOUT ROWID;
+CREATE INDEX stats_by_minute ON stats (minute_ms);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_migrates_to_the_latest_version_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(
+            migrate(&mut conn, ":memory:").unwrap(),
+            MIGRATIONS.len() as u32
+        );
+        // Idempotent: a second run applies nothing (and would fail if it re-ran CREATE TABLE).
+        assert_eq!(
+            migrate(&mut conn, ":memory:").unwrap(),
+            MIGRATIONS.len() as u32
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, "x").unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            migrate(&mut conn, "x"),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn foreign_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 3;")
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn, "x"),
+            Err(StoreError::NotAStore { found: 0, .. })
+        ));
+        conn.pragma_update(None, "application_id", 42).unwrap();
+        assert!(matches!(
+            migrate(&mut conn, "x"),
+            Err(StoreError::NotAStore { found: 42, .. })
+        ));
+        // Some other application's tables without any version markers: also not ours.
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x);").unwrap();
+        assert!(matches!(
+            migrate(&mut conn, "x"),
+            Err(StoreError::NotAStore { found: 0, .. })
+        ));
+    }
+}

@@ -1,0 +1,203 @@
+//! The agent's durable store: SQLite (bundled), WAL journal, versioned migrations.
+//!
+//! One [`Store`] handle (cheap to clone, `Send + Sync`) holds everything the agent must keep
+//! across restarts and crashes: functions and their published versions, the module bytes they
+//! run, aliases, each function's kv store, invocation and log records, and per-minute stats.
+//! Every operation is one short transaction; a batch of finished invocations is committed in one
+//! transaction by [`Store::commit`]. A `kill -9` at any moment leaves the store consistent and
+//! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
+//! Opening a store does no work proportional to its history.
+//!
+//! # Schema (version 1, see `migrations.rs`)
+//!
+//! | table | key | what for |
+//! |---|---|---|
+//! | `modules` | `sha256` | module bytes, content-addressed, stored once; deleted when no function's latest and no version refers to them |
+//! | `functions` | `name` | `enabled`, `origin` (`local`/`cloud`), times, latest module hash + spec + revision, `last_version` (numbers are never reused), kv usage |
+//! | `versions` | `(function, version)` | immutable (an UPDATE trigger refuses changes): module hash, spec, description |
+//! | `aliases` | `(function, name)` | `version`, optional `also_version` + `weight` (both or neither, weight in [0, 1]); foreign keys keep aliased versions from disappearing |
+//! | `kv` | `(function, key)` | the function's key-value store (bytes); triggers keep `functions.kv_entries/kv_bytes` exact |
+//! | `invocations` | `seq`, unique `id` | one record per invocation (no foreign key: records outlive their function) |
+//! | `logs` | `seq` (never reused) | log lines: time, level 0-4, optional function/version/invocation id, text; indexed by function, invocation and time |
+//! | `stats` | `(function, version_key, minute_ms)` | per-minute counts, sums and mergeable duration/latency histograms ([`crate::stats::Histogram`]) |
+//! | `counters` | `name` | exact row counts of logs/invocations (triggers) and cumulative retention drops |
+//! | `meta` | `key` | small settings (admin token id, device id, ...) |
+//!
+//! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
+//! deleted, enabled/disabled, function deleted) write an info log line for the function in the
+//! same transaction as the change.
+//!
+//! # Files
+//!
+//! - [`db`]: the [`Store`] handle, [`StoreOptions`], durability ([`Synchronous`]), thread model
+//! - [`error`]: the error type, [`StoreError`]
+//! - `migrations` (private): the schema and its versioned migrations
+//! - [`names`], [`qualifier`]: valid names; `latest` / version / alias qualifiers
+//! - [`modules`]: content-addressed module bytes and their garbage collection
+//! - [`functions`], [`versions`], [`alias`]: the function lifecycle
+//! - [`resolve`]: which module and spec serve `NAME:QUALIFIER` for an event
+//! - [`kv`]: per-function key-value store
+//! - [`records`]: plain data the daemon hands over (invocation records, log lines, outcomes)
+//! - [`commit`]: the batch commit point of invocations
+//! - [`invocations`], [`logs`], [`stats`]: reading records back
+//! - [`retention`]: bounded history, counted drops
+//! - [`meta`]: small persistent settings
+
+pub mod alias;
+pub mod commit;
+pub mod db;
+pub mod error;
+pub mod functions;
+pub mod invocations;
+pub mod kv;
+pub mod logs;
+pub mod meta;
+mod migrations;
+pub mod modules;
+pub mod names;
+pub mod qualifier;
+pub mod records;
+pub mod resolve;
+pub mod retention;
+pub mod stats;
+pub mod versions;
+
+#[cfg(test)]
+mod test_support;
+
+pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
+pub use commit::CommitSummary;
+pub use db::{Store, StoreOptions, Synchronous};
+pub use error::{Result, StoreError};
+pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
+pub use invocations::InvocationFilter;
+pub use kv::{KvUsage, KvWrite};
+pub use logs::LogFilter;
+pub use modules::sha256_hex;
+pub use qualifier::Qualifier;
+pub use records::{
+    InvocationLog, InvocationOutcome, InvocationRecord, Level, LogLine, LogRecord, Outcome,
+};
+pub use resolve::Resolved;
+pub use retention::{Dropped, Retention, RowCounts};
+pub use stats::{
+    Figures, Fuel, StatsGroup, StatsPoint, StatsQuery, StatsReport, Summary, VersionKey,
+};
+pub use versions::{Published, VersionInfo};
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use super::test_support::{outcome, record, temp_store};
+    use super::*;
+
+    #[test]
+    fn everything_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .create_function("f", b"m1", "spec-1", Origin::Local)
+                .unwrap();
+            store.publish("f", "first").unwrap();
+            store
+                .update_function("f", Some(b"m2"), Some("spec-2"))
+                .unwrap();
+            store.publish("f", "second").unwrap();
+            store
+                .set_alias("f", "prod", &AliasTarget::weighted(1, 2, 0.25))
+                .unwrap();
+            store.set_enabled("f", false).unwrap();
+            store.kv_set("f", b"k", b"v").unwrap();
+            store
+                .commit(&[outcome(record("f", "inv-1", Outcome::Success))])
+                .unwrap();
+            store.meta_set("device.id", "d1").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let f = store.get_function("f").unwrap();
+        assert!(!f.summary.enabled);
+        assert_eq!(f.latest_spec, "spec-2");
+        assert_eq!(f.summary.latest_revision, 2);
+        assert_eq!(
+            f.versions
+                .iter()
+                .map(|v| (v.version, v.description.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "first"), (2, "second")]
+        );
+        assert_eq!(f.aliases[0].target, AliasTarget::weighted(1, 2, 0.25));
+        assert_eq!(store.kv_get("f", b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.invocation("inv-1").unwrap().outcome, Outcome::Success);
+        assert_eq!(store.meta_get("device.id").unwrap().as_deref(), Some("d1"));
+        assert_eq!(
+            store
+                .stats(&StatsQuery::default())
+                .unwrap()
+                .totals
+                .invocations,
+            1
+        );
+        // Numbering continues after a restart.
+        store.update_function("f", Some(b"m3"), None).unwrap();
+        assert_eq!(store.publish("f", "").unwrap().version, 3);
+    }
+
+    #[test]
+    fn in_memory_store_serves_the_same_api() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        store.publish("f", "").unwrap();
+        store
+            .set_alias("f", "prod", &AliasTarget::single(1))
+            .unwrap();
+        let mut item = outcome(record("f", "i", Outcome::Success));
+        item.kv_writes = vec![KvWrite::set("k", "v")];
+        store.commit(&[item]).unwrap();
+        let resolved = store
+            .resolve("f", &Qualifier::parse("prod").unwrap(), "e")
+            .unwrap();
+        assert_eq!(resolved.version, Some(1));
+        assert_eq!(store.kv_get("f", b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.logs(&LogFilter::default()).unwrap().len(), 3);
+        assert_eq!(store.prune(&Retention::default()).unwrap().logs, 0);
+    }
+
+    #[test]
+    fn clones_work_concurrently_from_many_threads() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    for i in 0..50 {
+                        let mut item = outcome(record("f", &format!("t{t}-{i}"), Outcome::Success));
+                        item.kv_writes = vec![KvWrite::set(format!("t{t}"), format!("{i}"))];
+                        store.commit(&[item]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    for _ in 0..50 {
+                        store.logs(&LogFilter::default()).unwrap();
+                        store.list_functions().unwrap();
+                        store.resolve("f", &Qualifier::Latest, "e").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for handle in writers.into_iter().chain(readers) {
+            handle.join().unwrap();
+        }
+        assert_eq!(store.row_counts().unwrap().invocations, 200);
+        assert_eq!(store.kv_usage("f").unwrap().entries, 4);
+        assert_eq!(store.kv_get("f", b"t3").unwrap(), Some(b"49".to_vec()));
+    }
+}
