@@ -10,6 +10,7 @@
 //! | `trap` | executes `unreachable` |
 //! | `loop` | loops forever (ends by fuel exhaustion or the wall-clock timeout) |
 //! | `grow` | grows memory one page at a time forever, touching every new page, and keeps going even after `memory.grow` fails |
+//! | `grow-spin` | executes `memory.grow` forever without ever growing (deltas 0 and one that always fails): only fuel or the timeout ends it |
 //! | `recurse` | unbounded, non-tail recursion (a stack-overflow trap) |
 //! | `publish-then-error` | publishes `1` to `misbehave/effect`, sets kv `effect` = `1`, then returns an error: the host must drop both effects |
 //! | `log N` | logs N info lines, then responds `logged N` |
@@ -52,6 +53,7 @@ fn handle(event: Event) -> Result<Response, Error> {
         "trap" => core::arch::wasm32::unreachable(),
         "loop" => spin(),
         "grow" => grow(),
+        "grow-spin" => grow_spin(),
         "recurse" => Response::fmt(format_args!("{}", recurse(0))),
         "publish-then-error" => {
             publish("misbehave/effect", b"1", QoS::AtLeastOnce)?;
@@ -74,8 +76,8 @@ fn handle(event: Event) -> Result<Response, Error> {
                 return Response::fmt(format_args!("logged {n}"));
             }
             edgefn_sdk::fail!(
-                "misbehave: unknown command `{command}` (ok, error, panic, trap, loop, grow, recurse, \
-                 publish-then-error, log N, instance-count, init-count)"
+                "misbehave: unknown command `{command}` (ok, error, panic, trap, loop, grow, grow-spin, \
+                 recurse, publish-then-error, log N, instance-count, init-count)"
             )
         }
     }
@@ -104,6 +106,15 @@ fn grow() -> ! {
                 core::ptr::write_volatile(p.add(off), 0xA5);
             }
         }
+    }
+}
+
+/// Executes `memory.grow` in a loop with deltas that never change the memory size: 0 (always
+/// succeeds) and 65536 pages (4 GiB, always fails without reaching any resource limiter).
+fn grow_spin() -> ! {
+    loop {
+        black_box(core::arch::wasm32::memory_grow(0, black_box(0)));
+        black_box(core::arch::wasm32::memory_grow(0, black_box(65536)));
     }
 }
 
