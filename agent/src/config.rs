@@ -87,7 +87,8 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig::parse(DEFAULT_CONFIG, Path::new("<default>")).expect("the default config parses")
+        AgentConfig::parse(DEFAULT_CONFIG, Path::new("<default>"))
+            .expect("the default config parses")
     }
 }
 
@@ -136,27 +137,40 @@ struct RawRetention {
 impl AgentConfig {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         AgentConfig::parse(&text, path)
     }
 
     /// Parses config text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
-        let err = |message: String| ConfigError::Parse { path: path.into(), message };
+        let err = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
         let raw: Raw = toml::from_str(text).map_err(|e| err(e.message().to_string()))?;
         let listen = raw.api.listen.as_deref().unwrap_or("127.0.0.1:7878");
-        let api_listen = listen
-            .parse()
-            .map_err(|_| err(format!("api.listen: `{listen}` is not an address like 127.0.0.1:7878")))?;
+        let api_listen = listen.parse().map_err(|_| {
+            err(format!(
+                "api.listen: `{listen}` is not an address like 127.0.0.1:7878"
+            ))
+        })?;
         let sync_full = match raw.store.synchronous.as_deref().unwrap_or("normal") {
             "normal" => false,
             "full" => true,
-            other => return Err(err(format!("store.synchronous: `{other}` is not `normal` or `full`"))),
+            other => {
+                return Err(err(format!(
+                    "store.synchronous: `{other}` is not `normal` or `full`"
+                )))
+            }
         };
-        let duration = |key: &str, v: Option<&str>, default: &str| -> Result<Duration, ConfigError> {
-            let v = v.unwrap_or(default);
-            humantime::parse_duration(v).map_err(|e| err(format!("{key}: `{v}`: {e}")))
-        };
+        let duration =
+            |key: &str, v: Option<&str>, default: &str| -> Result<Duration, ConfigError> {
+                let v = v.unwrap_or(default);
+                humantime::parse_duration(v).map_err(|e| err(format!("{key}: `{v}`: {e}")))
+            };
         let max_batch = raw.store.max_batch.unwrap_or(256);
         if max_batch == 0 {
             return Err(err("store.max_batch must be at least 1".into()));
@@ -170,7 +184,11 @@ impl AgentConfig {
             max_age: duration("retention.max_age", raw.retention.max_age.as_deref(), "7d")?,
             max_log_records: raw.retention.max_log_records.unwrap_or(200_000),
             max_invocation_records: raw.retention.max_invocation_records.unwrap_or(100_000),
-            retention_interval: duration("retention.interval", raw.retention.interval.as_deref(), "1m")?,
+            retention_interval: duration(
+                "retention.interval",
+                raw.retention.interval.as_deref(),
+                "1m",
+            )?,
         })
     }
 
@@ -179,7 +197,9 @@ impl AgentConfig {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         }
     }
 }
@@ -194,18 +214,30 @@ mod tests {
         assert_eq!(c.api_listen, "127.0.0.1:7878".parse().unwrap());
         assert_eq!(c.max_age, Duration::from_secs(7 * 86400));
         assert!(!c.sync_full);
-        assert_eq!(AgentConfig::parse("", Path::new("x")).unwrap(), c, "an empty file means defaults");
+        assert_eq!(
+            AgentConfig::parse("", Path::new("x")).unwrap(),
+            c,
+            "an empty file means defaults"
+        );
     }
 
     #[test]
     fn mistakes_name_the_key() {
-        let e = AgentConfig::parse("[api]\nlisten = \"nope\"", Path::new("a.toml")).unwrap_err().to_string();
+        let e = AgentConfig::parse("[api]\nlisten = \"nope\"", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a.toml") && e.contains("api.listen"), "{e}");
-        let e = AgentConfig::parse("[retention]\nmax_age = \"forever\"", Path::new("a.toml")).unwrap_err().to_string();
+        let e = AgentConfig::parse("[retention]\nmax_age = \"forever\"", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("retention.max_age"), "{e}");
-        let e = AgentConfig::parse("[store]\nsynchronous = \"maybe\"", Path::new("a.toml")).unwrap_err().to_string();
+        let e = AgentConfig::parse("[store]\nsynchronous = \"maybe\"", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("store.synchronous"), "{e}");
-        let e = AgentConfig::parse("[apii]\n", Path::new("a.toml")).unwrap_err().to_string();
+        let e = AgentConfig::parse("[apii]\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("apii"), "{e}");
     }
 }

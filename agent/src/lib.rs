@@ -4,9 +4,13 @@
 //! - [`paths`]: the default data directory and the files in it (daemon and CLI agree).
 //! - [`store`]: the durable SQLite store (functions, versions, aliases, kv, records, stats).
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
+//! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
+//! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
+pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod paths;
 pub mod pool;
 pub mod runtime;

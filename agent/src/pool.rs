@@ -153,6 +153,7 @@ impl Pool {
     /// Returns the invocation and the lines `edgefn_init` logged if a new instance started.
     pub async fn invoke(
         self: &Arc<Self>,
+        id: String,
         event: OwnedEvent,
     ) -> Result<(Invocation, Vec<LogLine>), Throttled> {
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -174,14 +175,14 @@ impl Pool {
         let pool = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            pool.run_blocking(&event)
+            pool.run_blocking(id, &event)
         })
         .await;
         Ok(result.expect("an invocation task never panics"))
     }
 
     /// Runs one event synchronously on this thread (the blocking half of [`Pool::invoke`]).
-    pub fn run_blocking(&self, event: &OwnedEvent) -> (Invocation, Vec<LogLine>) {
+    pub fn run_blocking(&self, id: String, event: &OwnedEvent) -> (Invocation, Vec<LogLine>) {
         let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let (mut inst, init_logs) = match reused {
             Some(i) => (i, Vec::new()),
@@ -190,10 +191,10 @@ impl Pool {
                     let logs = i.take_init_logs();
                     (i, logs)
                 }
-                Err(e) => return (init_failure(e), Vec::new()),
+                Err(e) => return (init_failure(id, e), Vec::new()),
             },
         };
-        let inv = inst.invoke(&event.as_event());
+        let inv = inst.invoke_as(id, &event.as_event());
         if inst.is_usable() {
             self.idle
                 .lock()
@@ -209,13 +210,13 @@ impl Pool {
 
 /// An invocation record for an instance that could not start (init failed, trapped, or the
 /// module does not fit its limits): always [`Outcome::InitFailed`]; the message says why.
-fn init_failure(e: InstanceError) -> Invocation {
+fn init_failure(id: String, e: InstanceError) -> Invocation {
     let logs = match &e {
         InstanceError::Init { logs, .. } => logs.clone(),
         _ => Vec::new(),
     };
     Invocation {
-        id: ulid::Ulid::new().to_string(),
+        id,
         started_ms: crate::runtime::now_ms(),
         duration: Duration::ZERO,
         fuel_used: 0,

@@ -21,6 +21,7 @@ mod function;
 mod invoke;
 mod logs;
 mod output;
+mod run;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,10 @@ pub struct Cli {
 enum Command {
     /// Run a function module locally on one event (or N on one warm instance) and exit.
     Exec(exec::ExecArgs),
+    /// Run the agent: store, admin API and invocation workers, until SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
+    /// Print the commented default configuration file.
+    Config,
     /// Manage functions on a running agent: create, update, publish, get, list, delete, enable,
     /// disable.
     Function(function::FunctionArgs),
@@ -61,6 +66,8 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Exec(args) => exec::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Config => run::print_config(),
         Command::Function(args) => finish(function::run(args)),
         Command::Alias(args) => finish(alias::run(args)),
         Command::Invoke(args) => finish(invoke::run(args)),

@@ -175,7 +175,12 @@ impl Instance {
     /// Runs one event through the guest. Never panics on guest misbehaviour: every failure is an
     /// [`Outcome`] with a message, and effects are returned only on success.
     pub fn invoke(&mut self, event: &Event<'_>) -> Invocation {
-        let id = ulid::Ulid::new().to_string();
+        self.invoke_as(ulid::Ulid::new().to_string(), event)
+    }
+
+    /// [`Instance::invoke`] under an invocation id chosen by the caller (e.g. one already
+    /// returned to an async client).
+    pub fn invoke_as(&mut self, id: String, event: &Event<'_>) -> Invocation {
         let started_ms = now_ms();
         let start = Clock::now();
         let limits = self.store.data().limits.clone();

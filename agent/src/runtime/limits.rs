@@ -47,6 +47,10 @@ impl Default for Limits {
     }
 }
 
-/// Fuel handed to the guest per slice: between slices the wall clock is checked, so this bounds how
-/// late a timeout is noticed (about a few milliseconds of interpretation on a Pi).
-pub(crate) const FUEL_SLICE: u64 = 1_000_000;
+/// Fuel handed to the guest per slice. Between slices the wall clock is checked, so this bounds
+/// how late a timeout is noticed (well under a millisecond here, a few on a Pi). It also bounds
+/// host stack use: wasmi's tail-call dispatch leaves a native frame per executed `memory.grow`
+/// until the guest call returns to the host, and a slice boundary does return. 16 Ki fuel keeps a
+/// `memory.grow` spin under ~0.5 MiB of stack (tested with a 1 MiB thread); invocation threads
+/// get 8 MiB. Short invocations (an echo is ~3.4 Ki fuel) still run in one slice.
+pub(crate) const FUEL_SLICE: u64 = 16_384;

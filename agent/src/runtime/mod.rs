@@ -48,6 +48,10 @@ impl Runtime {
     pub fn new() -> Runtime {
         let mut config = wasmi::Config::default();
         config.consume_fuel(true);
+        // Translate every function when the module loads: lazy translation would charge its
+        // fuel inside an invocation, as a trap that cannot be resumed across fuel slices, and
+        // an edge agent prefers its costs up front (load happens once per function version).
+        config.compilation_mode(wasmi::CompilationMode::Eager);
         let engine = wasmi::Engine::new(&config);
         let linker = Arc::new(host::linker(&engine));
         Runtime { engine, linker }

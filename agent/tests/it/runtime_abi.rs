@@ -537,3 +537,32 @@ fn logs_are_cut_at_the_line_limit_and_lossy_utf8() {
         "levels above 4 clamp to error"
     );
 }
+
+/// wasmi's tail-call dispatch leaves a host stack frame per executed `memory.grow` until the
+/// guest call returns to the host; fuel slicing bounds how many can pile up. A guest spinning on
+/// `memory.grow` must end out of fuel, not overflow the stack of the thread running it.
+#[test]
+fn memory_grow_spin_cannot_overflow_the_host_stack() {
+    for delta in ["0", "100000"] {
+        let body =
+            format!("(loop $l (drop (memory.grow (i32.const {delta}))) (br $l)) (i32.const 0)");
+        let wasm = guest(&body, "");
+        let handle = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let limits = Limits {
+                    fuel: 20_000_000,
+                    timeout: Duration::from_secs(60),
+                    ..Limits::default()
+                };
+                let mut inst = start(&wasm, limits, FunctionEnv::default());
+                inst.invoke(&event(b"")).outcome
+            })
+            .unwrap();
+        let outcome = handle.join().expect("the host thread survives");
+        assert!(
+            matches!(outcome, Outcome::OutOfFuel | Outcome::MemoryLimit),
+            "delta {delta}: {outcome:?}"
+        );
+    }
+}

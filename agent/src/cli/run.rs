@@ -1,0 +1,146 @@
+//! `edgefn-agent run`: the long-running agent (store, admin API, invocation workers).
+
+use anyhow::{bail, Context};
+use edgefn_agent::config::{AgentConfig, DEFAULT_CONFIG};
+use edgefn_agent::daemon::Daemon;
+use edgefn_agent::paths;
+use edgefn_agent::store::{Store, StoreOptions, Synchronous};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Data directory (store, admin token) [default: $EDGEFN_DATA_DIR, /var/lib/edgefn if it
+    /// exists, else ./edgefn-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (TOML; `edgefn-agent config` prints the commented default).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Admin API listen address [default: 127.0.0.1:7878]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+}
+
+/// Stack of the threads that run invocations: generous, since wasmi's dispatch uses the host
+/// stack (see runtime::limits::FUEL_SLICE); only touched pages are resident.
+const WORKER_STACK: usize = 8 << 20;
+
+pub fn print_config() -> anyhow::Result<ExitCode> {
+    print!("{DEFAULT_CONFIG}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(api) = args.api {
+        config.api_listen = api;
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(config.data_dir.clone())
+        .unwrap_or_else(paths::default_data_dir);
+    create_private_dir(&data_dir)?;
+    let token = ensure_token(&paths::admin_token_path(&data_dir))?;
+    let options = StoreOptions {
+        synchronous: if config.sync_full {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        },
+        ..StoreOptions::default()
+    };
+    let db = data_dir.join("agent.db");
+    let store = Store::open_with(&db, &options)
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    let workers = config.worker_threads();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(workers + 4)
+        .thread_stack_size(WORKER_STACK)
+        .thread_name("edgefn-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the admin API", config.api_listen))?;
+        let addr = listener.local_addr()?;
+        let daemon = Daemon::new(store, &config);
+        eprintln!(
+            "edgefn-agent {} ready: admin API http://{addr}, data dir {}, {workers} workers",
+            env!("CARGO_PKG_VERSION"),
+            data_dir.display()
+        );
+        let warm = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = warm.prewarm_all() {
+                eprintln!("edgefn-agent: prewarming failed: {e}");
+            }
+        });
+        tokio::spawn(daemon.clone().retention_loop());
+        edgefn_agent::api::serve(listener, daemon, &token, shutdown_signal()).await?;
+        eprintln!("edgefn-agent: shut down");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// Reads the admin token, creating it (32 random bytes, hex, mode 0600) on first start.
+fn ensure_token(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => bail!(
+            "the admin token file {} is empty; delete it to get a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the admin token {}", path.display()))
+        }
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for the admin token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the admin token {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}

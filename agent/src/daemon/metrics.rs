@@ -1,0 +1,95 @@
+//! Prometheus metrics of the agent (`GET /metrics`): per function and version, invocations by
+//! outcome, throttles, a duration histogram and warm instances.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of per-invocation metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvocationLabels {
+    /// Function name.
+    pub function: String,
+    /// Version number or `latest`.
+    pub version: String,
+    /// How it ended (`success`, `error`, `trap`, ..., `throttled`).
+    pub outcome: String,
+}
+
+/// Labels of per-version metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// Function name.
+    pub function: String,
+    /// Version number or `latest`.
+    pub version: String,
+}
+
+/// The agent's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Invocations by outcome (throttled ones included, with outcome `throttled`).
+    pub invocations: Family<InvocationLabels, Counter>,
+    /// Failed invocations (any outcome but success and throttled).
+    pub errors: Family<VersionLabels, Counter>,
+    /// Invocations refused because max_concurrency and max_queue were reached.
+    pub throttles: Family<VersionLabels, Counter>,
+    /// Guest time per invocation, seconds.
+    pub duration: Family<VersionLabels, Histogram>,
+    /// Live instances (warm or running).
+    pub warm_instances: Family<VersionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("edgefn");
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        let errors = Family::<VersionLabels, Counter>::default();
+        let throttles = Family::<VersionLabels, Counter>::default();
+        // 10 µs .. ~5 s in factor-2.5 steps.
+        let duration = Family::<VersionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1e-5, 2.5, 15,
+            ))
+        });
+        let warm_instances = Family::<VersionLabels, Gauge>::default();
+        registry.register("invocations", "Invocations by outcome", invocations.clone());
+        registry.register("errors", "Failed invocations", errors.clone());
+        registry.register(
+            "throttles",
+            "Invocations refused by max_concurrency/max_queue",
+            throttles.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Guest time per invocation",
+            duration.clone(),
+        );
+        registry.register(
+            "warm_instances",
+            "Live instances per function version",
+            warm_instances.clone(),
+        );
+        Metrics {
+            registry,
+            invocations,
+            errors,
+            throttles,
+            duration,
+            warm_instances,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
