@@ -143,7 +143,7 @@ fn kv_file_persists_between_runs() {
 fn function_failures_exit_1_with_kind_and_message() {
     let m = example_path("misbehave");
     let m = m.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--data", "error"],
             "error: error: misbehave: requested error",
@@ -167,6 +167,10 @@ fn function_failures_exit_1_with_kind_and_message() {
         (
             &["--data", "grow", "--memory-mb", "2"],
             "error: memory_limit: ",
+        ),
+        (
+            &["--data", "grow-spin", "--fuel", "20000000"],
+            "error: out_of_fuel: ",
         ),
         (&["--data", "recurse"], "error: trap: out of bounds memory access (a bad pointer, or the guest's shadow stack overflowed)"),
     ];
