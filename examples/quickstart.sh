@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Quickstart: build the agent and the example functions, then run some with `edgefn-agent exec`.
+# Quickstart: build the agent and the example functions, run one locally with `exec`, then start
+# an agent (SQLite store in a temp dir, admin API on a free port) and walk a function through its
+# lifecycle: create, publish, update, publish, alias with a 90/10 canary, invoke, logs, stats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -7,15 +9,32 @@ rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || 
 echo "== building the agent (release) and the example functions (wasm32)"
 cargo build --release -p edgefn-agent --locked
 (cd examples && cargo build --release --target wasm32-unknown-unknown --locked)
-agent=target/release/edgefn-agent
-wasm=examples/target/wasm32-unknown-unknown/release
+agent=$PWD/target/release/edgefn-agent
+wasm=$PWD/examples/target/wasm32-unknown-unknown/release
 
-echo; echo "== echo"
-$agent exec $wasm/echo.wasm --data 'hello, edge'; echo
-echo; echo "== celsius: a sensor reading in, a converted reading published and returned"
-$agent exec $wasm/celsius.wasm --subject sensors/pi-7/temp --data '{"seq":1,"ts_us":5,"temp":21.5}'; echo
-echo; echo "== counter: state kept in a kv file between runs"
-kv=$(mktemp -d)/counter.json
-for _ in 1 2 3; do $agent exec $wasm/counter.wasm --kv "$kv"; echo; done
-echo; echo "== misbehave: an infinite loop is stopped by the fuel limit (exit code 1)"
-$agent exec $wasm/misbehave.wasm --data loop --fuel 5000000 || echo "(exit code $?)"
+echo; echo "== exec: run a module once, no agent needed"
+$agent exec "$wasm/celsius.wasm" --subject sensors/pi-7/temp --data '{"seq":1,"ts_us":5,"temp":21.5}'; echo
+$agent exec "$wasm/misbehave.wasm" --data loop --fuel 5000000 || echo "(an infinite loop stopped by its fuel limit: exit code $?)"
+
+echo; echo "== run: start an agent"
+data=$(mktemp -d)
+$agent run --data-dir "$data" --api 127.0.0.1:0 2> "$data/agent.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do grep -q "ready" "$data/agent.log" 2>/dev/null && break; sleep 0.1; done
+cat "$data/agent.log"
+export EDGEFN_AGENT=$(grep -o 'http://[0-9.:]*' "$data/agent.log") EDGEFN_DATA_DIR=$data
+say() { printf '\n$ edgefn-agent %s\n' "$*"; "$agent" "$@"; }
+say function create alert --module "$wasm/threshold_alert.wasm" --spec examples/specs/threshold-alert.toml
+say function publish alert --description "first release"
+say invoke alert --data '{"value": 42}'; echo
+say function update alert --module "$wasm/threshold_alert.wasm" --spec <(sed 's/threshold = 30/threshold = 50/' examples/specs/threshold-alert.toml)
+say function publish alert --description "higher threshold"
+say alias set alert prod 1 --also 2 --weight 0.1
+say alias list alert
+echo; echo "(20 more invocations of alert:prod)"
+for i in $(seq 20); do "$agent" invoke alert:prod --data '{"value": 42}' >/dev/null; done
+say invoke alert:prod --data '{"value": 42}' --log-tail; echo
+say function list
+say logs alert --level warn --since 1m
+say stats alert --qualifier prod --series 1m
