@@ -144,6 +144,22 @@ impl Daemon {
             function: r.function.clone(),
         });
         let pool = Arc::new(Pool::new(self.inner.runtime.clone(), module, &spec, kv));
+        {
+            // Two first invocations may race here: the first pool in wins, so a version never
+            // has two pools (two concurrency bounds, two views of uncommitted kv).
+            let mut pools = self.inner.pools.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = pools.get(&key) {
+                if e.sha256 == r.sha256 && e.spec == r.spec {
+                    return Ok(e.pool.clone());
+                }
+            }
+            let entry = Arc::new(PoolEntry {
+                sha256: r.sha256.clone(),
+                spec: r.spec.clone(),
+                pool: pool.clone(),
+            });
+            pools.insert(key, entry);
+        }
         for e in pool.prewarm(spec.min_instances) {
             self.log_agent(
                 Some(&r.function),
@@ -152,16 +168,6 @@ impl Daemon {
                 format!("warm instance failed to start: {e}"),
             );
         }
-        let entry = Arc::new(PoolEntry {
-            sha256: r.sha256.clone(),
-            spec: r.spec.clone(),
-            pool: pool.clone(),
-        });
-        self.inner
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, entry);
         self.update_warm_gauge(&r.function, r.version, &pool);
         Ok(pool)
     }
