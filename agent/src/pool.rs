@@ -57,6 +57,13 @@ pub struct Throttled {
     pub waiting: usize,
 }
 
+/// A pool's concurrency slot held past the end of an invocation (until its kv writes are
+/// committed); dropping it lets the next invocation run.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Warm instances and limits of one function version.
 pub struct Pool {
     runtime: Runtime,
@@ -150,12 +157,14 @@ impl Pool {
     }
 
     /// Runs `event` on a warm (or new) instance once a concurrency permit is free.
-    /// Returns the invocation and the lines `edgefn_init` logged if a new instance started.
+    /// Returns the invocation, the lines `edgefn_init` logged if a new instance started, and,
+    /// when the invocation wrote kv, its concurrency slot: the caller keeps it until those writes
+    /// are committed, so the next invocation of the pool reads them (no lost updates).
     pub async fn invoke(
         self: &Arc<Self>,
         id: String,
         event: OwnedEvent,
-    ) -> Result<(Invocation, Vec<LogLine>), Throttled> {
+    ) -> Result<(Invocation, Vec<LogLine>, Option<Slot>), Throttled> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -174,8 +183,10 @@ impl Pool {
         };
         let pool = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            pool.run_blocking(id, &event)
+            let (inv, init_logs) = pool.run_blocking(id, &event);
+            // Without kv writes the next invocation may start right away.
+            let slot = (!inv.effects.kv_writes.is_empty()).then_some(Slot { _permit: permit });
+            (inv, init_logs, slot)
         })
         .await;
         Ok(result.expect("an invocation task never panics"))

@@ -114,7 +114,8 @@ impl Daemon {
             outcome,
             error: None,
         };
-        let (inv, init_logs) = match pool
+        // `slot` (if the invocation wrote kv) is held until the commit below.
+        let (inv, init_logs, slot) = match pool
             .invoke(req.invocation_id.clone(), req.event.clone())
             .await
         {
@@ -155,10 +156,9 @@ impl Daemon {
                 .map(|(k, v)| (k.clone(), v.clone()).into())
                 .collect(),
         };
-        self.committer()
-            .commit(outcome)
-            .await
-            .map_err(InvokeError::Commit)?;
+        let committed = self.committer().commit(outcome).await;
+        drop(slot);
+        committed.map_err(InvokeError::Commit)?;
         let m = self.metrics();
         self.count(&labels, inv.outcome.as_str());
         if !inv.is_success() {
