@@ -72,6 +72,14 @@ pub async fn stats(
     if window_s == 0 {
         return Err(ApiError::bad_request("window_s must be at least 1"));
     }
+    // docs/agent-api.md: per minute unless asked otherwise; a window longer than a day gets
+    // coarser default buckets (at most 1440), so a long --window alone never asks too much.
+    let series_s = q
+        .series_s
+        .unwrap_or_else(|| window_s.div_ceil(1440).div_ceil(60).max(1) * 60);
+    if series_s == 0 {
+        return Err(ApiError::bad_request("series_s must be at least 1"));
+    }
     if q.qualifier.is_some() && q.function.is_none() {
         return Err(ApiError::bad_request("qualifier needs function"));
     }
@@ -91,7 +99,7 @@ pub async fn stats(
             versions,
             since_ms: now - (window_s as i64) * 1000,
             until_ms: None,
-            step_ms: q.series_s.map(|s| s as i64 * 1000),
+            step_ms: Some(series_s as i64 * 1000),
         })
     })
     .await?;

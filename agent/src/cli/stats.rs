@@ -137,7 +137,13 @@ fn render((name, qualifier): (Option<&str>, Option<&str>), doc: &StatsDoc) -> St
     }
     text.push_str(&times.render());
     text.push('\n');
-    if doc.series.is_empty() {
+    // The agent sends every bucket of the window; people need only those with something in it.
+    let busy: Vec<&Bucket> = doc
+        .series
+        .iter()
+        .filter(|b| b.stats.invocations > 0 || b.stats.throttles > 0)
+        .collect();
+    if busy.is_empty() {
         text.push_str("no series buckets in the window\n");
         return text;
     }
@@ -154,7 +160,7 @@ fn render((name, qualifier): (Option<&str>, Option<&str>), doc: &StatsDoc) -> St
         "FUEL AVG",
     ])
     .right(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    for b in &doc.series {
+    for b in busy {
         let s = &b.stats;
         series.row(&[
             time_s(b.start_ms),
@@ -254,6 +260,27 @@ START                 INVOCATIONS  ERRORS  THROTTLES  RETRIES  DUR AVG  DUR P95 
 2024-05-01T12:00:00Z          120       3          0        1   1.20ms   3.10ms   5.00ms        -     10002
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn empty_buckets_are_not_listed() {
+        let doc: StatsDoc = serde_json::from_value(json!({
+            "window_s": 180, "totals": {"invocations": 2},
+            "series": [{"start_ms": 0}, {"start_ms": 60_000, "invocations": 2}, {"start_ms": 120_000}]
+        }))
+        .unwrap();
+        let text = render((None, None), &doc);
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("START"))
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(rows[1].starts_with("1970-01-01T00:01:00Z"), "{text}");
+        let idle: StatsDoc = serde_json::from_value(
+            json!({"window_s": 60, "totals": {}, "series": [{"start_ms": 0}]}),
+        )
+        .unwrap();
+        assert!(render((None, None), &idle).contains("no series buckets"));
     }
 
     #[test]
