@@ -78,15 +78,43 @@ pub async fn invoke(
         let d = s.daemon.clone();
         let id = invocation_id.clone();
         tokio::spawn(async move {
-            if let Err(e) = d.invoke(req).await {
-                let text = format!("async invocation {id}: {e}");
-                let d2 = d.clone();
-                let function = name.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    d2.log_agent(Some(&function), None, crate::store::Level::Warn, text)
-                })
-                .await;
-            }
+            // Nobody waits for the answer: its outcome goes to the logs (with the invocation id,
+            // so `logs --invocation ID` shows it) as well as to stats.
+            let (level, version, text) = match d.invoke(req).await {
+                Ok(done) => {
+                    let inv = &done.invocation;
+                    let level = if inv.is_success() {
+                        crate::store::Level::Info
+                    } else {
+                        crate::store::Level::Error
+                    };
+                    let text = format!(
+                        "async invocation finished: {} in {} us",
+                        inv.outcome,
+                        inv.duration.as_micros()
+                    );
+                    (level, done.version, text)
+                }
+                Err(e) => (
+                    crate::store::Level::Warn,
+                    None,
+                    format!("async invocation {id} did not run: {e}"),
+                ),
+            };
+            let line = crate::store::LogLine {
+                time_ms: crate::runtime::now_ms() as i64,
+                level,
+                function: Some(name),
+                version,
+                invocation_id: Some(id),
+                text,
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = d.store().append_logs(&[line]) {
+                    eprintln!("edgefn-agent: cannot write a log line: {e}");
+                }
+            })
+            .await;
         });
         return Ok((
             StatusCode::ACCEPTED,

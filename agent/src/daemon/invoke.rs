@@ -233,6 +233,18 @@ fn invocation_logs(inv: &Invocation, init_logs: &[GuestLog]) -> Vec<InvocationLo
             ),
         );
     }
+    if !inv.is_success() && !inv.outcome.ends_instance() {
+        // A function error: the outcome is in the logs too (`logs --level error`, and the only
+        // trace of an async invocation's failure besides stats).
+        note(
+            Level::Error,
+            format!(
+                "invocation failed: {}: {}",
+                inv.outcome,
+                inv.error.as_deref().unwrap_or("")
+            ),
+        );
+    }
     if inv.outcome.ends_instance() {
         note(
             Level::Warn,
