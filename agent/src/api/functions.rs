@@ -109,6 +109,7 @@ pub async fn create(
         d.store().get_function(&b.name)
     })
     .await?;
+    prewarm(&s, f.summary.name.clone());
     Ok((StatusCode::CREATED, Json(f.into())))
 }
 
@@ -136,6 +137,7 @@ pub async fn update(
         d.store().get_function(&name)
     })
     .await?;
+    prewarm(&s, f.summary.name.clone());
     Ok(Json(f.into()))
 }
 
@@ -200,12 +202,14 @@ pub async fn delete_version(
 ) -> Result<StatusCode, ApiError> {
     let v = parse_version(&version)?;
     let d = s.daemon.clone();
+    let n = name.clone();
     blocking(move || {
-        d.store().delete_version(&name, v)?;
-        d.invalidate(&name);
+        d.store().delete_version(&n, v)?;
+        d.invalidate(&n);
         Ok::<_, crate::store::StoreError>(())
     })
     .await?;
+    prewarm(&s, name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -234,6 +238,9 @@ async fn set_enabled(s: AppState, name: String, enabled: bool) -> Result<Json<Fu
         d.store().get_function(&name)
     })
     .await?;
+    if enabled {
+        prewarm(&s, f.summary.name.clone());
+    }
     Ok(Json(f.into()))
 }
 
@@ -243,9 +250,10 @@ pub async fn set_alias(
     Json(target): Json<AliasTarget>,
 ) -> Result<Json<AliasInfo>, ApiError> {
     let d = s.daemon.clone();
-    Ok(Json(
-        blocking(move || d.store().set_alias(&name, &alias, &target)).await?,
-    ))
+    let n = name.clone();
+    let a = blocking(move || d.store().set_alias(&n, &alias, &target)).await?;
+    prewarm(&s, name);
+    Ok(Json(a))
 }
 
 pub async fn list_aliases(
@@ -263,6 +271,20 @@ pub async fn delete_alias(
     let d = s.daemon.clone();
     blocking(move || d.store().delete_alias(&name, &alias)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Keeps `name`'s `min_instances` warm after a change (create, update, enable, alias, version
+/// deletion), in the background: the answer does not wait for instances to start.
+fn prewarm(s: &AppState, name: String) {
+    let d = s.daemon.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = d.prewarm_function(&name) {
+            // Deleted or disabled meanwhile: nothing to keep warm.
+            if !matches!(e, crate::store::StoreError::UnknownFunction(_)) {
+                eprintln!("edgefn-agent: prewarming {name} failed: {e}");
+            }
+        }
+    });
 }
 
 fn parse_version(text: &str) -> Result<u32, ApiError> {

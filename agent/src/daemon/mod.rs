@@ -161,12 +161,32 @@ impl Daemon {
             pools.insert(key, entry);
         }
         for e in pool.prewarm(spec.min_instances) {
-            self.log_agent(
-                Some(&r.function),
-                r.version,
-                crate::store::Level::Warn,
-                format!("warm instance failed to start: {e}"),
-            );
+            // What `edgefn_init` logged says why (the SDK logs its error there).
+            let mut lines: Vec<crate::store::LogLine> = match &e {
+                crate::runtime::InstanceError::Init { logs, .. } => logs
+                    .iter()
+                    .map(|l| crate::store::LogLine {
+                        time_ms: l.time_ms as i64,
+                        level: l.level,
+                        function: Some(r.function.clone()),
+                        version: r.version,
+                        invocation_id: None,
+                        text: l.text.clone(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            lines.push(crate::store::LogLine {
+                time_ms: crate::runtime::now_ms() as i64,
+                level: crate::store::Level::Warn,
+                function: Some(r.function.clone()),
+                version: r.version,
+                invocation_id: None,
+                text: format!("warm instance failed to start: {e}"),
+            });
+            if let Err(e) = self.inner.store.append_logs(&lines) {
+                eprintln!("edgefn-agent: cannot write a log line: {e}");
+            }
         }
         self.update_warm_gauge(&r.function, r.version, &pool);
         Ok(pool)
@@ -209,31 +229,39 @@ impl Daemon {
     /// Blocking; run it in the background after start-up.
     pub fn prewarm_all(&self) -> Result<(), StoreError> {
         for f in self.inner.store.list_functions()? {
-            if !f.enabled {
-                continue;
+            self.prewarm_function(&f.name)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the `min_instances` of `name`'s latest and aliased versions, if it is enabled
+    /// (after start-up, and after a change that dropped or added its pools). Versions that are
+    /// already warm are left as they are. Blocking.
+    pub fn prewarm_function(&self, name: &str) -> Result<(), StoreError> {
+        let detail = self.inner.store.get_function(name)?;
+        if !detail.summary.enabled {
+            return Ok(());
+        }
+        let mut qualifiers = vec![crate::store::Qualifier::Latest];
+        for a in &detail.aliases {
+            qualifiers.push(crate::store::Qualifier::Version(a.target.version));
+            if let Some(also) = &a.target.also {
+                qualifiers.push(crate::store::Qualifier::Version(also.version));
             }
-            let detail = self.inner.store.get_function(&f.name)?;
-            let mut qualifiers = vec![crate::store::Qualifier::Latest];
-            for a in &detail.aliases {
-                qualifiers.push(crate::store::Qualifier::Version(a.target.version));
-                if let Some(also) = &a.target.also {
-                    qualifiers.push(crate::store::Qualifier::Version(also.version));
-                }
-            }
-            for q in qualifiers {
-                let r = self.inner.store.resolve(&f.name, &q, "")?;
-                if FunctionSpec::parse(&r.spec)
-                    .map(|s| s.min_instances > 0)
-                    .unwrap_or(false)
-                {
-                    if let Err(e) = self.pool_for(&r) {
-                        self.log_agent(
-                            Some(&f.name),
-                            r.version,
-                            crate::store::Level::Warn,
-                            format!("cannot prewarm: {e}"),
-                        );
-                    }
+        }
+        for q in qualifiers {
+            let r = self.inner.store.resolve(name, &q, "")?;
+            if FunctionSpec::parse(&r.spec)
+                .map(|s| s.min_instances > 0)
+                .unwrap_or(false)
+            {
+                if let Err(e) = self.pool_for(&r) {
+                    self.log_agent(
+                        Some(name),
+                        r.version,
+                        crate::store::Level::Warn,
+                        format!("cannot prewarm: {e}"),
+                    );
                 }
             }
         }
