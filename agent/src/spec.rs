@@ -98,8 +98,7 @@ struct RawPermissions {
 impl FunctionSpec {
     /// Parses and validates a spec; an empty text is the default spec.
     pub fn parse(text: &str) -> Result<FunctionSpec, SpecError> {
-        let raw: Raw =
-            toml::from_str(text).map_err(|e| SpecError::Parse(e.message().to_string()))?;
+        let raw: Raw = toml::from_str(text).map_err(|e| SpecError::Parse(located(text, &e)))?;
         let d = FunctionSpec::default();
         let mut limits = Limits::default();
         let bad = |m: String| Err(SpecError::Invalid(m));
@@ -175,6 +174,21 @@ impl FunctionSpec {
     }
 }
 
+/// A TOML error with the line it is about: the message alone (`invalid type: string "lots",
+/// expected u64`) does not say which key.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(start) = e.span().map(|s| s.start) else {
+        return message.to_string();
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let number = before.matches('\n').count() + 1;
+    match text.lines().nth(number - 1).map(str::trim) {
+        Some(line) if !line.is_empty() => format!("line {number} `{line}`: {message}"),
+        _ => format!("line {number}: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +245,9 @@ mod tests {
             .to_string();
         assert!(e.contains("config.x"), "{e}");
         assert!(FunctionSpec::parse("not toml =").is_err());
+        let e = FunctionSpec::parse("max_queue = 1\n[limits]\nfuel = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3 `fuel = \"lots\"`"), "{e}");
     }
 }
