@@ -54,7 +54,7 @@ struct SetArgs {
     #[arg(long, value_name = "VERSION2", requires = "weight")]
     also: Option<u64>,
     /// Share of the events for VERSION2, from 0 to 1 (0.1 = 10%).
-    #[arg(long, value_name = "W", requires = "also", value_parser = parse_weight)]
+    #[arg(long, value_name = "W", requires = "also", value_parser = parse_weight, allow_negative_numbers = true)]
     weight: Option<f64>,
 }
 
@@ -204,6 +204,9 @@ mod tests {
         assert!(parse_weight("NaN").is_err());
         assert!(parse_weight("10%").is_err());
         assert!(parse(&["set", "f", "prod", "3", "--also", "4", "--weight", "2"]).is_err());
+        // A negative weight is a value out of range, not an unknown flag `-0`.
+        let e = parse(&["set", "f", "prod", "3", "--also", "4", "--weight", "-0.1"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]
