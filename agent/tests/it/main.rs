@@ -1,7 +1,9 @@
 //! Integration tests of edgefn-agent: one binary, one module per area.
 
+mod daemon_support;
 mod support;
 
+mod daemon;
 mod exec;
 mod runtime_abi;
 mod runtime_examples;
