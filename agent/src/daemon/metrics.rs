@@ -28,6 +28,13 @@ pub struct VersionLabels {
     pub version: String,
 }
 
+/// Labels of the retention metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `logs`, `invocations` or `stats_buckets`.
+    pub kind: String,
+}
+
 /// The agent's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +48,8 @@ pub struct Metrics {
     pub duration: Family<VersionLabels, Histogram>,
     /// Live instances (warm or running).
     pub warm_instances: Family<VersionLabels, Gauge>,
+    /// Records deleted by retention since the store was created (age or row bounds).
+    pub records_dropped: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -56,6 +65,7 @@ impl Default for Metrics {
             ))
         });
         let warm_instances = Family::<VersionLabels, Gauge>::default();
+        let records_dropped = Family::<KindLabels, Gauge>::default();
         registry.register("invocations", "Invocations by outcome", invocations.clone());
         registry.register("errors", "Failed invocations", errors.clone());
         registry.register(
@@ -73,6 +83,11 @@ impl Default for Metrics {
             "Live instances per function version",
             warm_instances.clone(),
         );
+        registry.register(
+            "records_dropped",
+            "Records deleted by retention (all time)",
+            records_dropped.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -80,6 +95,7 @@ impl Default for Metrics {
             throttles,
             duration,
             warm_instances,
+            records_dropped,
         }
     }
 }

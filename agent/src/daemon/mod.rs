@@ -274,10 +274,24 @@ impl Daemon {
         loop {
             tick.tick().await;
             let d = self.clone();
-            let result =
-                tokio::task::spawn_blocking(move || d.inner.store.prune(&d.inner.retention)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                d.inner.store.prune(&d.inner.retention)?;
+                d.inner.store.dropped_totals()
+            })
+            .await;
             match result {
-                Ok(Ok(_)) => {}
+                Ok(Ok(totals)) => {
+                    let m = &self.inner.metrics.records_dropped;
+                    let kinds = [
+                        ("logs", totals.logs),
+                        ("invocations", totals.invocations),
+                        ("stats_buckets", totals.stats_buckets),
+                    ];
+                    for (kind, n) in kinds {
+                        let labels = metrics::KindLabels { kind: kind.into() };
+                        m.get_or_create(&labels).set(n as i64);
+                    }
+                }
                 Ok(Err(e)) => eprintln!("edgefn-agent: retention failed: {e}"),
                 Err(e) => eprintln!("edgefn-agent: retention task failed: {e}"),
             }
