@@ -2,9 +2,11 @@
 //! fresh-instance-per-event vs reuse, and memory per warm instance.
 //!
 //! Run: `cargo bench -p edgefn-agent --bench runtime` (bench profile = release + fat LTO).
-//! Prints a markdown table to stdout and progress to stderr. Hand-rolled timing (no criterion):
-//! every measurement runs in 3 rounds and the median round is reported. Results and the machine
-//! they were taken on live in docs/benchmarks.md.
+//! Prints a markdown table to stdout and progress to stderr. Hand-rolled timing (no criterion).
+//! Every measurement runs in 3 rounds and the median round is reported. The rounds are
+//! interleaved (round 1 of everything, then round 2, ...) so that a burst of load from other
+//! processes on a small machine spoils one round of each measurement rather than all three of
+//! one. Results and the machine they were taken on live in docs/benchmarks.md.
 
 #[allow(dead_code)]
 #[path = "../tests/it/support.rs"]
@@ -25,14 +27,15 @@ const LAT_ITERS: usize = 50_000;
 const RATE_ITERS: usize = 100_000;
 /// Warm-up calls before each latency or throughput loop.
 const WARMUP: usize = 5_000;
-/// Cold starts (load + instantiate + first call) per round.
+/// Cold starts (load + instantiate + first invoke) per round, after `COLD_WARMUP` untimed ones.
 const COLD_REPS: usize = 200;
+const COLD_WARMUP: usize = 20;
 /// Fresh instances (instantiate + invoke + drop) per round.
 const FRESH_REPS: usize = 2_000;
 /// Warm instances held at once for the memory measurement.
 const MEM_INSTANCES: usize = 1_000;
 /// Fuel the runtime hands to the guest per slice (`FUEL_SLICE` in agent/src/runtime/limits.rs).
-const FUEL_SLICE: u64 = 1_000_000;
+const FUEL_SLICE: u64 = 16_384;
 /// Set in a child process of this binary: measure RSS of warm instances of this module.
 const RSS_PROBE_ENV: &str = "EDGEFN_BENCH_RSS_PROBE";
 
@@ -52,6 +55,7 @@ const TRIVIAL_WAT: &str = r#"(module
     i32.const 0))"#;
 
 const CELSIUS_JSON: &[u8] = br#"{"seq":123456,"ts_us":1700000000000000,"temp":21.5}"#;
+const SUBJECT: &str = "sensors/pi-7/temp";
 
 fn main() {
     if let Ok(path) = std::env::var(RSS_PROBE_ENV) {
@@ -68,146 +72,143 @@ fn main() {
     let limits = Arc::new(Limits::default());
     let echo = rt.load(&echo_wasm).expect("echo loads");
     let celsius = rt.load(&celsius_wasm).expect("celsius loads");
-
-    let mut rows: Vec<Row> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-
-    // Timer overhead, so readers know what a per-call sample includes.
-    let timer = pick_median(
-        "timer: Instant::now() pair",
-        (0..ROUNDS).map(|_| lat_loop(|| {})).collect(),
-    );
-
-    // 1. Warm echo on one reused instance.
-    let data64 = vec![0x5a_u8; 64];
-    let data4k = vec![0x5a_u8; 4096];
-    let echo64 = warm(
-        "echo warm 64 B",
-        &rt,
-        &echo,
-        &limits,
-        "sensors/pi-7/temp",
-        &data64,
-    );
-    let echo4k = warm(
-        "echo warm 4 KiB",
-        &rt,
-        &echo,
-        &limits,
-        "sensors/pi-7/temp",
-        &data4k,
-    );
-
     let trivial = rt
         .load(&support::wat(TRIVIAL_WAT))
         .expect("trivial guest loads");
-    let trivial64 = warm(
-        "trivial ABI guest 64 B",
-        &rt,
-        &trivial,
-        &limits,
-        "sensors/pi-7/temp",
-        &data64,
+    let data64 = vec![0x5a_u8; 64];
+    let data4k = vec![0x5a_u8; 4096];
+
+    let mut echo64 = Warm::new("echo warm 64 B", &rt, &echo, &limits, &data64);
+    let mut echo4k = Warm::new("echo warm 4 KiB", &rt, &echo, &limits, &data4k);
+    let mut trivial64 = Warm::new("trivial WAT guest 64 B", &rt, &trivial, &limits, &data64);
+    let mut cels = Warm::new("celsius warm", &rt, &celsius, &limits, CELSIUS_JSON);
+    let mut floor = Floor::new();
+    let mut fresh_reused = FreshVsReused::new(&rt, &echo, &limits, &data64);
+
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu_start = cpu_times();
+    let mut r = Rounds::default();
+    for round in 1..=ROUNDS {
+        eprintln!("round {round}/{ROUNDS}");
+        // Timer overhead, so readers know what a per-call sample includes.
+        r.timer
+            .push(log("timer: Instant::now() pair", lat_loop(|| {})));
+        // 1. Warm echo on one reused instance; the runtime with a guest that does nothing.
+        r.echo64.push(echo64.round());
+        r.echo4k.push(echo4k.round());
+        r.trivial.push(trivial64.round());
+        // 2. The floor: a bare wasmi call, fuel set before each call.
+        r.floor.push(log("floor: wasmi call", floor.round(false)));
+        r.floor_resumable
+            .push(log("floor: wasmi call_resumable", floor.round(true)));
+        // 3. Cold start.
+        r.cold
+            .push(cold_start_round(&rt, &echo_wasm, &limits, &data64));
+        // 4. Fresh instance per event vs a reused one.
+        r.fresh_reused.push(fresh_reused.round());
+        // 6. celsius warm (the MQTT benchmark workload).
+        r.celsius.push(cels.round());
+        // Host-side pieces of one invocation, for the interpretation.
+        r.ulid.push(log(
+            "ulid::Ulid::new().to_string()",
+            rate_loop(|| drop(black_box(ulid::Ulid::new().to_string()))),
+        ));
+        r.now_ms.push(log(
+            "now_ms()",
+            rate_loop(|| _ = black_box(edgefn_agent::runtime::now_ms())),
+        ));
+        // 5. Memory per warm instance, each round in a fresh child process.
+        r.mem_echo
+            .push(memory_round("echo", &support::example_path("echo")));
+        r.mem_celsius
+            .push(memory_round("celsius", &support::example_path("celsius")));
+    }
+    let cpu = cpu_times().since(&cpu_start);
+    echo64.check();
+    echo4k.check();
+    trivial64.check();
+    cels.check();
+
+    // ---- pick the median rounds ----
+    let timer = pick_median(r.timer);
+    let (e64, e4k, triv, cel) = (
+        pick_median(r.echo64),
+        pick_median(r.echo4k),
+        pick_median(r.trivial),
+        pick_median(r.celsius),
     );
-
-    // 2. The floor: a bare wasmi call, fuel set before each call.
-    let (floor, floor_resumable) = floor();
-
-    // 3. Cold start.
-    let cold = cold_start(&rt, &echo_wasm, &limits, &data64);
-
-    // 4. Fresh instance per event vs a reused one.
-    let (fresh, reused, ratio) = fresh_vs_reused(&rt, &echo, &limits, &data64);
-
-    // 6. celsius warm (the MQTT benchmark workload).
-    let cels = warm(
-        "celsius warm",
-        &rt,
-        &celsius,
-        &limits,
-        "sensors/pi-7/temp",
-        CELSIUS_JSON,
-    );
-
-    // Host-side pieces of one invocation, for the interpretation.
-    let ulid = pick_median(
-        "ulid::Ulid::new().to_string()",
-        (0..ROUNDS)
-            .map(|_| rate_loop(|| drop(black_box(ulid::Ulid::new().to_string()))))
-            .collect(),
-    );
-    let now = pick_median(
-        "now_ms() (SystemTime)",
-        (0..ROUNDS)
-            .map(|_| rate_loop(|| _ = black_box(edgefn_agent::runtime::now_ms())))
-            .collect(),
-    );
-
-    // 5. Memory per warm instance (each round in a fresh child process).
-    let mem_echo = memory_per_instance("echo", &support::example_path("echo"));
-    let mem_celsius = memory_per_instance("celsius", &support::example_path("celsius"));
+    let (fl, flr) = (pick_median(r.floor), pick_median(r.floor_resumable));
+    let (ulid, now) = (pick_median(r.ulid), pick_median(r.now_ms));
+    let cold = {
+        let spread = spread_of(r.cold.iter().map(|c| c.total.p50));
+        let mut c = median_by(r.cold, |c| c.total.p50);
+        c.total.spread = spread;
+        c
+    };
+    let (fresh, reused, ratio) = {
+        let sf = spread_of(r.fresh_reused.iter().map(|x| x.0.p50));
+        let sr = spread_of(r.fresh_reused.iter().map(|x| x.1.p50));
+        let ratios: Vec<f64> = r.fresh_reused.iter().map(|x| x.2).collect();
+        let (mut f, mut re, ratio) = median_by(r.fresh_reused, |x| x.2);
+        f.spread = sf;
+        re.spread = sr;
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        (f, re, (ratio, format!("{lo:.1}x–{hi:.1}x")))
+    };
+    let mem_echo = Mem::median(r.mem_echo);
+    let mem_celsius = Mem::median(r.mem_celsius);
 
     // ---- table ----
-    let no = || "".to_string();
+    let no = String::new;
     let echo_met = |s: &Sample| met(s.p50 <= 2_000.0);
     let lat = Row::lat;
-    rows.extend([
+    let mut rows = vec![
         lat(
             "echo warm, 64 B payload",
-            &echo64,
+            &e64,
             "p50 ≤ 2 µs",
-            echo_met(&echo64),
+            echo_met(&e64),
         ),
         lat(
             "echo warm, 4 KiB payload",
-            &echo4k,
+            &e4k,
             "p50 ≤ 2 µs",
-            echo_met(&echo4k),
+            echo_met(&e4k),
         ),
         lat(
             "runtime with a trivial WAT guest (no SDK code), 64 B",
-            &trivial64,
+            &triv,
             "",
             no(),
         ),
         lat(
             "floor: bare wasmi `call` (fuel on, set_fuel per call)",
-            &floor,
+            &fl,
             "",
             no(),
         ),
-        lat(
-            "floor variant: bare wasmi `call_resumable`",
-            &floor_resumable,
-            "",
-            no(),
-        ),
+        lat("floor variant: bare wasmi `call_resumable`", &flr, "", no()),
         Row::text(
             "echo 64 B / floor (p50)",
-            format!("{:.1}x", echo64.p50 / floor.p50),
+            format!("{:.1}x", e64.p50 / fl.p50),
             "",
             no(),
         ),
         lat(
-            "cold start: load + instantiate + first call (echo)",
+            "cold start: load + instantiate + first invoke (echo)",
             &cold.total,
             "p50 ≤ 1 ms",
             met(cold.total.p50 <= 1_000_000.0),
         ),
-        lat("  of which load (validate)", &cold.load, "", no()),
+        lat(
+            "  of which load (Runtime::load: validate + translate)",
+            &cold.load,
+            "",
+            no(),
+        ),
         lat("  of which instantiate", &cold.instantiate, "", no()),
-        lat(
-            "  of which first call (incl. lazy translation)",
-            &cold.first_call,
-            "",
-            no(),
-        ),
-        lat(
-            "  of which instantiate + first call",
-            &cold.inst_call,
-            "",
-            no(),
-        ),
+        lat("  of which first invoke", &cold.first_call, "", no()),
         lat(
             "fresh instance per event: instantiate + invoke + drop (echo 64 B)",
             &fresh,
@@ -220,21 +221,27 @@ fn main() {
             "",
             no(),
         ),
-        Row::text(
-            "fresh / reused (p50)",
-            format!("{ratio:.1}x"),
-            "reuse ≥ 10x faster",
-            met(ratio >= 10.0),
-        ),
-        lat("celsius warm (JSON in, publish + respond)", &cels, "", no()),
-    ]);
+        Row {
+            spread: ratio.1,
+            ..Row::text(
+                "fresh / reused (p50)",
+                format!("{:.1}x", ratio.0),
+                "reuse ≥ 10x faster",
+                met(ratio.0 >= 10.0),
+            )
+        },
+        lat("celsius warm (JSON in, publish + respond)", &cel, "", no()),
+    ];
     for (name, m) in [("echo", &mem_echo), ("celsius", &mem_celsius)] {
-        rows.push(Row::text(
-            &format!("memory per warm {name} instance (RSS delta / {MEM_INSTANCES})"),
-            format!("{} (rounds {})", kib(m.per_instance), m.spread),
-            "",
-            no(),
-        ));
+        rows.push(Row {
+            spread: m.spread.clone(),
+            ..Row::text(
+                &format!("memory per warm {name} instance (RSS delta / {MEM_INSTANCES})"),
+                kib(m.per_instance),
+                "",
+                no(),
+            )
+        });
         rows.push(Row::text(
             &format!("  of which guest linear memory ({name})"),
             kib(m.memory_bytes),
@@ -250,31 +257,15 @@ fn main() {
             no(),
         ),
         lat(
-            "host piece: invocation id (ulid to_string), mean",
+            "host piece: invocation id (`Ulid::new().to_string()`), mean",
             &ulid,
             "",
             no(),
         ),
-        lat("host piece: now_ms() (SystemTime), mean", &now, "", no()),
+        lat("host piece: `now_ms()` (SystemTime), mean", &now, "", no()),
     ]);
-    notes.push(format!(
-        "p50/p99: per-call `Instant` timing over {LAT_ITERS} calls after {WARMUP} warm-up calls \
-         (cold start: {COLD_REPS} reps; fresh/reused: {FRESH_REPS} events); rate: {RATE_ITERS} \
-         calls / total time. Median of {ROUNDS} rounds (the round with the median p50); the \
-         \"p50 of rounds\" column shows the spread."
-    ));
-    notes.push(format!(
-        "Fuel per warm invocation: echo 64 B {}, echo 4 KiB {}, trivial WAT guest {}, celsius {}.",
-        echo64.fuel, echo4k.fuel, trivial64.fuel, cels.fuel
-    ));
-    notes.push(format!(
-        "echo.wasm {} bytes, celsius.wasm {} bytes; Limits::default() (fuel {} in slices of {FUEL_SLICE}).",
-        echo_wasm.len(),
-        celsius_wasm.len(),
-        limits.fuel
-    ));
 
-    println!("| Measurement | p50 | p99 | rate | p50 of rounds | Target | Met |");
+    println!("| Measurement | p50 | p99 | rate | p50 of the 3 rounds | Target | Met |");
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
@@ -283,10 +274,34 @@ fn main() {
         );
     }
     println!();
-    for n in &notes {
-        println!("{n}");
-        println!();
-    }
+    println!(
+        "p50/p99: per-call `Instant` timing of {LAT_ITERS} calls after {WARMUP} warm-up calls \
+         (cold start: {COLD_REPS} reps; fresh/reused: {FRESH_REPS} events each); rate: \
+         {RATE_ITERS} calls / their total time. {ROUNDS} interleaved rounds; the table shows the \
+         round with the median p50 (for fresh/reused: the median ratio)."
+    );
+    println!();
+    println!(
+        "Fuel per warm invocation: echo 64 B {}, echo 4 KiB {}, trivial WAT guest {}, celsius {}. \
+         echo.wasm {} bytes, celsius.wasm {} bytes; `Limits::default()` (fuel {} in slices of {}).",
+        echo64.fuel,
+        echo4k.fuel,
+        trivial64.fuel,
+        cels.fuel,
+        echo_wasm.len(),
+        celsius_wasm.len(),
+        limits.fuel,
+        FUEL_SLICE
+    );
+    println!();
+    println!(
+        "Machine load during the run: loadavg at start `{}`; CPU time of all processes: {:.0}% busy, \
+         {:.1}% steal (of {} CPUs x wall time).",
+        load_start.trim(),
+        cpu.busy_pct,
+        cpu.steal_pct,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,94 +324,107 @@ fn instantiate(rt: &Runtime, m: &FunctionModule, limits: &Arc<Limits>) -> Instan
         .expect("instantiate")
 }
 
-/// Warm invocations of `m` on one reused instance: per-call latency and throughput.
-fn warm(
-    name: &str,
-    rt: &Runtime,
-    m: &FunctionModule,
-    limits: &Arc<Limits>,
-    subject: &str,
-    data: &[u8],
-) -> Sample {
-    let ev = event(subject, data);
-    let mut inst = instantiate(rt, m, limits);
-    let first = inst.invoke(&ev);
-    assert!(first.is_success(), "{name}: {:?}", first.error);
-    assert!(!first.response.is_empty(), "{name}: empty response");
-    let rounds = (0..ROUNDS)
-        .map(|_| {
-            let mut s = lat_loop(|| {
-                black_box(inst.invoke(black_box(&ev)));
-            });
-            s.rate = rate_loop(|| {
-                black_box(inst.invoke(black_box(&ev)));
-            })
-            .rate;
-            s
+/// Warm invocations of one module on one reused instance.
+struct Warm<'d> {
+    name: &'static str,
+    inst: Instance,
+    data: &'d [u8],
+    first_response: Vec<u8>,
+    fuel: u64,
+}
+
+impl<'d> Warm<'d> {
+    fn new(
+        name: &'static str,
+        rt: &Runtime,
+        m: &FunctionModule,
+        limits: &Arc<Limits>,
+        data: &'d [u8],
+    ) -> Warm<'d> {
+        let mut inst = instantiate(rt, m, limits);
+        let first = inst.invoke(&event(SUBJECT, data));
+        assert!(first.is_success(), "{name}: {:?}", first.error);
+        assert!(!first.response.is_empty(), "{name}: empty response");
+        Warm {
+            name,
+            inst,
+            data,
+            first_response: first.response,
+            fuel: first.fuel_used,
+        }
+    }
+
+    /// One round: per-call latency, then throughput.
+    fn round(&mut self) -> Sample {
+        let ev = event(SUBJECT, self.data);
+        let inst = &mut self.inst;
+        let mut s = lat_loop(|| {
+            black_box(inst.invoke(black_box(&ev)));
+        });
+        s.rate = rate_loop(|| {
+            black_box(inst.invoke(black_box(&ev)));
         })
-        .collect();
-    assert!(
-        inst.is_usable(),
-        "{name}: instance spent during the benchmark"
-    );
-    let again = inst.invoke(&ev);
-    assert!(again.is_success() && again.response == first.response);
-    Sample {
-        fuel: again.fuel_used,
-        ..pick_median(name, rounds)
+        .rate;
+        log(self.name, s)
+    }
+
+    /// The instance is still healthy and answers as it did at first.
+    fn check(&mut self) {
+        let again = self.inst.invoke(&event(SUBJECT, self.data));
+        assert!(self.inst.is_usable(), "{}: instance spent", self.name);
+        assert!(again.is_success() && again.response == self.first_response);
+        // Steady-state fuel (the first invocation also pays for the SDK growing its event region).
+        self.fuel = again.fuel_used;
     }
 }
 
-/// A bare wasmi call loop with the runtime's engine config (fuel on), via `call` and via
-/// `call_resumable` (what the runtime uses).
-fn floor() -> (Sample, Sample) {
-    let mut config = wasmi::Config::default();
-    config.consume_fuel(true);
-    let engine = wasmi::Engine::new(&config);
-    let module = wasmi::Module::new(&engine, support::wat(FLOOR_WAT)).expect("floor module");
-    let mut store = wasmi::Store::new(&engine, ());
-    let linker = wasmi::Linker::<()>::new(&engine);
-    let inst = linker
-        .instantiate_and_start(&mut store, &module)
-        .expect("floor instance");
-    let f = inst
-        .get_typed_func::<(i32, i32), i32>(&store, "f")
-        .expect("floor export");
-    let mut i = 0i32;
-    let mut call = || {
-        i = i.wrapping_add(1);
-        store.set_fuel(FUEL_SLICE).expect("fuel on");
-        let r = f.call(&mut store, black_box((i, 64))).expect("floor call");
-        debug_assert_eq!(r, i);
-        black_box(r);
-    };
-    let plain = pick_median("floor: wasmi call", rounds_of(&mut call));
-    let mut j = 0i32;
-    let mut call_resumable = || {
-        j = j.wrapping_add(1);
-        store.set_fuel(FUEL_SLICE).expect("fuel on");
-        match f.call_resumable(&mut store, black_box((j, 64))) {
-            Ok(wasmi::TypedResumableCall::Finished(r)) => {
-                black_box(r);
-            }
-            _ => panic!("floor call_resumable did not finish"),
-        }
-    };
-    let resumable = pick_median(
-        "floor: wasmi call_resumable",
-        rounds_of(&mut call_resumable),
-    );
-    (plain, resumable)
+/// A bare wasmi call loop with the runtime's engine config.
+struct Floor {
+    store: wasmi::Store<()>,
+    f: wasmi::TypedFunc<(i32, i32), i32>,
+    i: i32,
 }
 
-fn rounds_of(f: &mut impl FnMut()) -> Vec<Sample> {
-    (0..ROUNDS)
-        .map(|_| {
-            let mut s = lat_loop(&mut *f);
-            s.rate = rate_loop(&mut *f).rate;
-            s
-        })
-        .collect()
+impl Floor {
+    fn new() -> Floor {
+        // The runtime's engine config (`Runtime::new` in agent/src/runtime/mod.rs).
+        let mut config = wasmi::Config::default();
+        config.consume_fuel(true);
+        config.compilation_mode(wasmi::CompilationMode::Eager);
+        let engine = wasmi::Engine::new(&config);
+        let module = wasmi::Module::new(&engine, support::wat(FLOOR_WAT)).expect("floor module");
+        let mut store = wasmi::Store::new(&engine, ());
+        let linker = wasmi::Linker::<()>::new(&engine);
+        let inst = linker
+            .instantiate_and_start(&mut store, &module)
+            .expect("floor instance");
+        let f = inst
+            .get_typed_func::<(i32, i32), i32>(&store, "f")
+            .expect("floor export");
+        Floor { store, f, i: 0 }
+    }
+
+    /// One round of `call` (or `call_resumable`, what the runtime uses), fuel set per call.
+    fn round(&mut self, resumable: bool) -> Sample {
+        let Floor { store, f, i } = self;
+        let mut call = || {
+            *i = i.wrapping_add(1);
+            store.set_fuel(FUEL_SLICE).expect("fuel on");
+            let r = if resumable {
+                match f.call_resumable(&mut *store, black_box((*i, 64))) {
+                    Ok(wasmi::TypedResumableCall::Finished(r)) => r,
+                    _ => panic!("floor call_resumable did not finish"),
+                }
+            } else {
+                f.call(&mut *store, black_box((*i, 64)))
+                    .expect("floor call")
+            };
+            assert_eq!(r, *i);
+        };
+        let mut s = lat_loop(&mut call);
+        s.rate = rate_loop(&mut call).rate;
+        s
+    }
 }
 
 struct Cold {
@@ -404,73 +432,79 @@ struct Cold {
     load: Sample,
     instantiate: Sample,
     first_call: Sample,
-    inst_call: Sample,
 }
 
-/// Load (validate) + instantiate + first call, each rep from the raw bytes.
-fn cold_start(rt: &Runtime, wasm: &[u8], limits: &Arc<Limits>, data: &[u8]) -> Cold {
-    let ev = event("sensors/pi-7/temp", data);
-    let mut rounds: Vec<[Sample; 5]> = Vec::new();
-    for round in 0..ROUNDS {
-        let mut t = [(); 5].map(|_| Vec::with_capacity(COLD_REPS));
-        for i in 0..COLD_REPS + 20 {
-            let t0 = Instant::now();
-            let m = rt.load(black_box(wasm)).expect("load");
-            let t1 = Instant::now();
-            let mut inst = instantiate(rt, &m, limits);
-            let t2 = Instant::now();
-            let inv = inst.invoke(&ev);
-            let t3 = Instant::now();
-            assert!(inv.is_success());
-            drop((inv, inst, m));
-            if i >= 20 {
-                t[0].push(ns(t3 - t0));
-                t[1].push(ns(t1 - t0));
-                t[2].push(ns(t2 - t1));
-                t[3].push(ns(t3 - t2));
-                t[4].push(ns(t3 - t1));
-            }
+/// One round of load (validate + translate) + instantiate + first invoke, from the raw bytes.
+fn cold_start_round(rt: &Runtime, wasm: &[u8], limits: &Arc<Limits>, data: &[u8]) -> Cold {
+    let ev = event(SUBJECT, data);
+    let mut t = [(); 4].map(|_| Vec::with_capacity(COLD_REPS));
+    for i in 0..COLD_WARMUP + COLD_REPS {
+        let t0 = Instant::now();
+        let m = rt.load(black_box(wasm)).expect("load");
+        let t1 = Instant::now();
+        let mut inst = instantiate(rt, &m, limits);
+        let t2 = Instant::now();
+        let inv = inst.invoke(&ev);
+        let t3 = Instant::now();
+        assert!(inv.is_success());
+        drop((inv, inst, m));
+        if i >= COLD_WARMUP {
+            t[0].push(ns(t3 - t0));
+            t[1].push(ns(t1 - t0));
+            t[2].push(ns(t2 - t1));
+            t[3].push(ns(t3 - t2));
         }
-        let r = t.map(|mut v| summarize(&mut v, 0.0));
-        eprintln!(
-            "  cold start round {}: total p50 {} (load {}, instantiate {}, first call {})",
-            round + 1,
-            fmt_ns(r[0].p50),
-            fmt_ns(r[1].p50),
-            fmt_ns(r[2].p50),
-            fmt_ns(r[3].p50)
-        );
-        rounds.push(r);
     }
-    // Take the round with the median total p50, and report its split.
-    rounds.sort_by(|a, b| a[0].p50.total_cmp(&b[0].p50));
-    let [total, load, instantiate, first_call, inst_call] = rounds.swap_remove(ROUNDS / 2);
-    let spread = spread_of(rounds.iter().map(|r| r[0].p50).chain([total.p50]));
+    let [total, load, instantiate, first_call] = t.map(|mut v| summarize(&mut v));
+    eprintln!(
+        "  cold start: total p50 {} (load {}, instantiate {}, first invoke {})",
+        fmt_ns(total.p50),
+        fmt_ns(load.p50),
+        fmt_ns(instantiate.p50),
+        fmt_ns(first_call.p50)
+    );
     Cold {
-        total: Sample { spread, ..total },
+        total,
         load,
         instantiate,
         first_call,
-        inst_call,
     }
 }
 
 /// Per-event time with a fresh instance (instantiate + invoke + drop; module already loaded) vs
-/// with one reused instance, measured back to back in each round. Returns (fresh, reused, ratio).
-fn fresh_vs_reused(
-    rt: &Runtime,
-    m: &FunctionModule,
-    limits: &Arc<Limits>,
-    data: &[u8],
-) -> (Sample, Sample, f64) {
-    let ev = event("sensors/pi-7/temp", data);
-    let mut warm = instantiate(rt, m, limits);
-    let mut rounds = Vec::new();
-    for round in 0..ROUNDS {
+/// with one reused instance, measured back to back in each round.
+struct FreshVsReused<'a> {
+    rt: &'a Runtime,
+    module: &'a FunctionModule,
+    limits: &'a Arc<Limits>,
+    data: &'a [u8],
+    warm: Instance,
+}
+
+impl<'a> FreshVsReused<'a> {
+    fn new(
+        rt: &'a Runtime,
+        module: &'a FunctionModule,
+        limits: &'a Arc<Limits>,
+        data: &'a [u8],
+    ) -> Self {
+        let warm = instantiate(rt, module, limits);
+        FreshVsReused {
+            rt,
+            module,
+            limits,
+            data,
+            warm,
+        }
+    }
+
+    /// One round: (fresh, reused, fresh p50 / reused p50).
+    fn round(&mut self) -> (Sample, Sample, f64) {
+        let ev = event(SUBJECT, self.data);
         let mut fresh = Vec::with_capacity(FRESH_REPS);
         for _ in 0..FRESH_REPS {
             let t0 = Instant::now();
-            let mut inst = instantiate(rt, m, limits);
+            let mut inst = instantiate(self.rt, self.module, self.limits);
             let inv = inst.invoke(black_box(&ev));
             drop(black_box(inv));
             drop(inst);
@@ -479,85 +513,74 @@ fn fresh_vs_reused(
         let mut reused = Vec::with_capacity(FRESH_REPS);
         for _ in 0..FRESH_REPS {
             let t0 = Instant::now();
-            let inv = warm.invoke(black_box(&ev));
+            let inv = self.warm.invoke(black_box(&ev));
             drop(black_box(inv));
             reused.push(ns(t0.elapsed()));
         }
-        let f = summarize(&mut fresh, 0.0);
-        let r = summarize(&mut reused, 0.0);
+        let f = summarize(&mut fresh);
+        let r = summarize(&mut reused);
         let ratio = f.p50 / r.p50;
         eprintln!(
-            "  fresh vs reused round {}: fresh p50 {}, reused p50 {}, ratio {ratio:.1}x",
-            round + 1,
+            "  fresh vs reused: fresh p50 {}, reused p50 {}, ratio {ratio:.1}x",
             fmt_ns(f.p50),
             fmt_ns(r.p50)
         );
-        rounds.push((f, r, ratio));
+        (f, r, ratio)
     }
-    rounds.sort_by(|a, b| a.2.total_cmp(&b.2));
-    let spread_f = spread_of(rounds.iter().map(|r| r.0.p50));
-    let spread_r = spread_of(rounds.iter().map(|r| r.1.p50));
-    let (f, r, ratio) = rounds.swap_remove(ROUNDS / 2);
-    (
-        Sample {
-            spread: spread_f,
-            ..f
-        },
-        Sample {
-            spread: spread_r,
-            ..r
-        },
-        ratio,
-    )
 }
 
+/// Memory per warm instance: one round's numbers.
 struct Mem {
     per_instance: f64,
     memory_bytes: f64,
     spread: String,
 }
 
-/// Runs [`rss_probe`] in a fresh child process per round (a clean heap: earlier measurements
-/// would otherwise leave freed memory that the instances reuse without raising RSS).
-fn memory_per_instance(name: &str, wasm: &Path) -> Mem {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut per = Vec::new();
-    let mut mem = 0.0;
-    for round in 0..ROUNDS {
-        let out = std::process::Command::new(&exe)
-            .env(RSS_PROBE_ENV, wasm)
-            .output()
-            .expect("run the RSS probe");
-        assert!(
-            out.status.success(),
-            "RSS probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf-8");
-        let nums: Vec<f64> = text
-            .split_whitespace()
-            .map(|s| s.parse().expect("number"))
-            .collect();
-        let [before, after, memory_bytes] = nums[..] else {
-            panic!("bad probe output {text:?}")
-        };
-        let p = (after - before) / MEM_INSTANCES as f64;
-        eprintln!(
-            "  memory {name} round {}: RSS {} -> {} for {MEM_INSTANCES} instances = {} each, guest memory {} each",
-            round + 1,
-            kib(before),
-            kib(after),
-            kib(p),
-            kib(memory_bytes)
-        );
-        per.push(p);
-        mem = memory_bytes;
+impl Mem {
+    fn median(rounds: Vec<Mem>) -> Mem {
+        let v: Vec<f64> = rounds.iter().map(|m| m.per_instance).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        Mem {
+            spread: format!("{}–{}", kib(lo), kib(hi)),
+            ..median_by(rounds, |m| m.per_instance)
+        }
     }
-    per.sort_by(f64::total_cmp);
+}
+
+/// Runs [`rss_probe`] in a fresh child process (a clean heap: memory freed by the other
+/// measurements would otherwise be reused by the instances without raising RSS).
+fn memory_round(name: &str, wasm: &Path) -> Mem {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = std::process::Command::new(&exe)
+        .env(RSS_PROBE_ENV, wasm)
+        .output()
+        .expect("run the RSS probe");
+    assert!(
+        out.status.success(),
+        "RSS probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let nums: Vec<f64> = text
+        .split_whitespace()
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    let [before, after, memory_bytes] = nums[..] else {
+        panic!("bad probe output {text:?}")
+    };
+    let per_instance = (after - before) / MEM_INSTANCES as f64;
+    eprintln!(
+        "  memory {name}: RSS {} -> {} for {MEM_INSTANCES} instances = {} each, guest memory {} each",
+        kib(before),
+        kib(after),
+        kib(per_instance),
+        kib(memory_bytes)
+    );
     Mem {
-        per_instance: per[ROUNDS / 2],
-        memory_bytes: mem,
-        spread: format!("{}–{}", kib(per[0]), kib(per[ROUNDS - 1])),
+        per_instance,
+        memory_bytes,
+        spread: String::new(),
     }
 }
 
@@ -574,9 +597,9 @@ fn rss_probe(wasm: &Path) {
     } else {
         vec![0x5a; 64]
     };
-    let ev = event("sensors/pi-7/temp", &data);
-    // Warm the engine first (lazy translation of the module's functions is shared, not per
-    // instance) so the delta is what each extra instance costs.
+    let ev = event(SUBJECT, &data);
+    // Warm up first (engine stacks, allocator, any lazily translated code, all shared between
+    // instances) so the delta is what each extra instance costs.
     for _ in 0..3 {
         let mut i = instantiate(&rt, &m, &limits);
         assert!(i.invoke(&ev).is_success());
@@ -610,6 +633,46 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
+/// Machine-wide CPU time from /proc/stat (user+nice+system+irq+softirq, steal, total).
+struct CpuTimes {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+struct CpuUse {
+    busy_pct: f64,
+    steal_pct: f64,
+}
+
+fn cpu_times() -> CpuTimes {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    CpuTimes {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        steal: at(7),
+        total: (0..8).map(at).sum(),
+    }
+}
+
+impl CpuTimes {
+    fn since(&self, start: &CpuTimes) -> CpuUse {
+        let total = self.total.saturating_sub(start.total).max(1) as f64;
+        CpuUse {
+            busy_pct: 100.0 * self.busy.saturating_sub(start.busy) as f64 / total,
+            steal_pct: 100.0 * self.steal.saturating_sub(start.steal) as f64 / total,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timing and statistics
 
@@ -622,8 +685,24 @@ struct Sample {
     rate: f64,
     /// p50 across rounds, `min–max` (filled in by [`pick_median`]).
     spread: String,
-    /// Fuel one invocation used (warm invocations only).
-    fuel: u64,
+}
+
+/// Every round of every measurement.
+#[derive(Default)]
+struct Rounds {
+    timer: Vec<Sample>,
+    echo64: Vec<Sample>,
+    echo4k: Vec<Sample>,
+    trivial: Vec<Sample>,
+    floor: Vec<Sample>,
+    floor_resumable: Vec<Sample>,
+    cold: Vec<Cold>,
+    fresh_reused: Vec<(Sample, Sample, f64)>,
+    celsius: Vec<Sample>,
+    ulid: Vec<Sample>,
+    now_ms: Vec<Sample>,
+    mem_echo: Vec<Mem>,
+    mem_celsius: Vec<Mem>,
 }
 
 fn ns(d: Duration) -> f64 {
@@ -641,7 +720,7 @@ fn lat_loop(mut f: impl FnMut()) -> Sample {
         f();
         v.push(ns(t.elapsed()));
     }
-    summarize(&mut v, 0.0)
+    summarize(&mut v)
 }
 
 /// Throughput of `f`: `RATE_ITERS` calls / total time (after `WARMUP` calls). `p50` holds the
@@ -663,32 +742,38 @@ fn rate_loop(mut f: impl FnMut()) -> Sample {
     }
 }
 
-fn summarize(v: &mut [f64], rate: f64) -> Sample {
+fn summarize(v: &mut [f64]) -> Sample {
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     Sample {
         p50: q(0.50),
         p99: q(0.99),
-        rate,
         ..Sample::default()
     }
 }
 
-/// The round with the median p50 (its p99 and rate come with it); logs every round.
-fn pick_median(name: &str, mut rounds: Vec<Sample>) -> Sample {
-    for (i, r) in rounds.iter().enumerate() {
-        eprintln!(
-            "  {name} round {}: p50 {} p99 {} rate {}",
-            i + 1,
-            fmt_ns(r.p50),
-            fmt_ns(r.p99),
-            fmt_rate(r.rate)
-        );
-    }
+fn log(name: &str, s: Sample) -> Sample {
+    eprintln!(
+        "  {name}: p50 {} p99 {} rate {}",
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_rate(s.rate)
+    );
+    s
+}
+
+/// The round with the median p50 (its p99 and rate come with it), with the spread of p50s.
+fn pick_median(rounds: Vec<Sample>) -> Sample {
     let spread = spread_of(rounds.iter().map(|r| r.p50));
-    rounds.sort_by(|a, b| a.p50.total_cmp(&b.p50));
-    let mid = rounds.swap_remove(rounds.len() / 2);
-    Sample { spread, ..mid }
+    Sample {
+        spread,
+        ..median_by(rounds, |r| r.p50)
+    }
+}
+
+fn median_by<T>(mut rounds: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    rounds.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    rounds.swap_remove(rounds.len() / 2)
 }
 
 fn spread_of(p50s: impl Iterator<Item = f64>) -> String {
