@@ -75,14 +75,18 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownFunction(_)
             | StoreError::UnknownVersion { .. }
             | StoreError::UnknownAlias { .. }
-            | StoreError::UnknownInvocation(_) => (StatusCode::NOT_FOUND, "not_found"),
-            StoreError::FunctionExists(_) | StoreError::VersionInUse { .. } => {
-                (StatusCode::CONFLICT, "conflict")
-            }
+            | StoreError::UnknownInvocation(_)
+            | StoreError::UnknownMapping(_)
+            | StoreError::UnknownDeadLetter(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::FunctionExists(_)
+            | StoreError::VersionInUse { .. }
+            | StoreError::MappingExists { .. }
+            | StoreError::HttpPathTaken { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::InvalidName { .. }
             | StoreError::InvalidQualifier { .. }
             | StoreError::InvalidAlias { .. }
-            | StoreError::InvalidQuery(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            | StoreError::InvalidQuery(_)
+            | StoreError::InvalidMapping { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError {

@@ -1,9 +1,11 @@
 //! The admin API (docs/agent-api.md): axum routes over [`Daemon`], bearer-token auth.
 //! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0.
 
+mod dead_letters;
 mod error;
 mod functions;
 mod invoke;
+mod mappings;
 mod observe;
 
 pub use error::ApiError;
@@ -59,6 +61,20 @@ pub fn router(daemon: Daemon, token: &str) -> Router {
             put(functions::set_alias).delete(functions::delete_alias),
         )
         .route("/functions/{name}/invoke", post(invoke::invoke))
+        .route("/mappings", get(mappings::list).post(mappings::create))
+        .route(
+            "/mappings/{id}",
+            get(mappings::get)
+                .patch(mappings::update)
+                .delete(mappings::delete),
+        )
+        .route("/mappings/{id}/pause", post(mappings::pause))
+        .route("/mappings/{id}/resume", post(mappings::resume))
+        .route("/dead-letters", get(dead_letters::list))
+        .route(
+            "/dead-letters/{id}",
+            get(dead_letters::get).delete(dead_letters::delete),
+        )
         .route("/logs", get(observe::logs))
         .route("/stats", get(observe::stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));

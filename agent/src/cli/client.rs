@@ -79,6 +79,7 @@ pub enum Method {
     Get,
     Post,
     Put,
+    Patch,
     Delete,
 }
 
@@ -178,6 +179,7 @@ impl Client {
             Method::Delete => without(self.http.delete(&url)),
             Method::Post => with(self.http.post(&url)),
             Method::Put => with(self.http.put(&url)),
+            Method::Patch => with(self.http.patch(&url)),
         };
         let mut resp = result.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();

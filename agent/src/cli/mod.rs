@@ -1,8 +1,8 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`: clients of a running agent's admin API
-//!   (docs/agent-api.md), sharing [`client`] and [`output`].
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`: clients of a
+//!   running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
 //! - 0: done.
@@ -16,10 +16,12 @@
 
 mod alias;
 mod client;
+mod dead_letters;
 mod exec;
 mod function;
 mod invoke;
 mod logs;
+mod mapping;
 mod output;
 mod run;
 mod stats;
@@ -60,6 +62,10 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Show invocation statistics: totals over a window and a per-bucket series.
     Stats(stats::StatsArgs),
+    /// Manage event-source mappings: MQTT topics, schedules and HTTP paths that invoke functions.
+    Mapping(mapping::MappingArgs),
+    /// List events whose delivery failed for good.
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 /// Runs the parsed command; `Err` means a usage-level failure (exit 2).
@@ -73,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoke(args) => finish(invoke::run(args)),
         Command::Logs(args) => finish(logs::run(args)),
         Command::Stats(args) => finish(stats::run(args)),
+        Command::Mapping(args) => finish(mapping::run(args)),
+        Command::DeadLetters(args) => finish(dead_letters::run(args)),
     }
 }
 

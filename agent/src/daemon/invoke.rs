@@ -129,6 +129,7 @@ impl Daemon {
                     record,
                     logs: Vec::new(),
                     kv_writes: Vec::new(),
+                    extra: Default::default(),
                 };
                 self.committer()
                     .commit(outcome)
@@ -155,6 +156,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()).into())
                 .collect(),
+            extra: Default::default(),
         };
         let committed = self.committer().commit(outcome).await;
         drop(slot);

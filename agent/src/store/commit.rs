@@ -1,5 +1,6 @@
 //! The commit point of invocations: a batch of finished invocations (records, their log lines,
-//! their kv writes, and the stats they add up to) is written in ONE transaction.
+//! their kv writes, the stats they add up to, and their delivery effects: outbox rows, queued
+//! events, dedup marks, dequeues, dead letters) is written in ONE transaction.
 //!
 //! Batching is what makes the store fast on an SD card (one commit per batch instead of per
 //! invocation) and it is the exactly-once point: a batch is either entirely in the store or not
@@ -10,14 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::db::Store;
+use rusqlite::Transaction;
+
+use super::db::{now_ms, Store};
 use super::error::Result;
-use super::functions;
-use super::invocations;
-use super::kv;
-use super::logs;
-use super::records::InvocationOutcome;
+use super::records::{CommitExtra, InvocationOutcome};
 use super::stats::{self, minute_of, Bucket, VersionKey};
+use super::{dead_letters, dedup, functions, invocations, kv, logs, outbox, queue};
 
 /// What [`Store::commit`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,16 +31,64 @@ pub struct CommitSummary {
     /// Kv writes not applied: of invocations that did not succeed, or whose function was
     /// deleted while they ran.
     pub kv_writes_discarded: usize,
+    /// Outbox rows written.
+    pub outbox_messages: usize,
+    /// Oldest outbox rows dropped because the outbox reached its bound.
+    pub outbox_dropped: u64,
+    /// Events queued.
+    pub enqueued: usize,
+    /// Queue rows deleted (delivered).
+    pub dequeued: usize,
+    /// Dedup marks written.
+    pub dedup_marks: usize,
+    /// Dead letters written.
+    pub dead_letters: usize,
+}
+
+/// Writes one [`CommitExtra`] in the caller's transaction, counting into `summary`.
+fn apply_extra(
+    tx: &Transaction<'_>,
+    extra: &CommitExtra,
+    now: i64,
+    summary: &mut CommitSummary,
+) -> Result<()> {
+    for message in &extra.outbox {
+        outbox::push(tx, message, now)?;
+    }
+    summary.outbox_messages += extra.outbox.len();
+    for (target, event) in &extra.enqueue {
+        queue::enqueue(tx, target, event)?;
+    }
+    summary.enqueued += extra.enqueue.len();
+    if let Some((session, packet_id)) = &extra.dedup_mark {
+        dedup::mark(tx, session, *packet_id, now)?;
+        summary.dedup_marks += 1;
+    }
+    if let Some(seq) = extra.dequeue {
+        if queue::dequeue(tx, seq)? {
+            summary.dequeued += 1;
+        }
+    }
+    if let Some(letter) = &extra.dead_letter {
+        if dead_letters::insert(tx, letter)? {
+            summary.dead_letters += 1;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
     /// Commits finished invocations in one transaction: each record, its log lines (tagged with
-    /// its function, version and id), its kv writes (successes only) and its stats.
+    /// its function, version and id), its kv writes (successes only), its stats, and its
+    /// [`CommitExtra`] (whatever the outcome). An invocation whose id is already recorded is
+    /// skipped entirely, extras included. If anything fails, nothing is written.
     pub fn commit(&self, batch: &[InvocationOutcome]) -> Result<CommitSummary> {
         if batch.is_empty() {
             return Ok(CommitSummary::default());
         }
+        let outbox_max = self.outbox_max_rows();
         self.write(|tx| {
+            let now = now_ms();
             let mut summary = CommitSummary::default();
             let mut buckets: BTreeMap<(&str, VersionKey, i64), Bucket> = BTreeMap::new();
             let mut function_exists: HashMap<&str, bool> = HashMap::new();
@@ -71,26 +119,55 @@ impl Store {
                     ))
                     .or_default()
                     .add_record(record);
-                if item.kv_writes.is_empty() {
-                    continue;
-                }
-                let exists = match function_exists.get(record.function.as_str()) {
-                    Some(exists) => *exists,
-                    None => {
-                        let exists = functions::exists(tx, &record.function)?;
-                        function_exists.insert(&record.function, exists);
-                        exists
+                if !item.kv_writes.is_empty() {
+                    let exists = match function_exists.get(record.function.as_str()) {
+                        Some(exists) => *exists,
+                        None => {
+                            let exists = functions::exists(tx, &record.function)?;
+                            function_exists.insert(&record.function, exists);
+                            exists
+                        }
+                    };
+                    if record.outcome.is_success() && exists {
+                        kv::apply(tx, &record.function, &item.kv_writes)?;
+                        summary.kv_writes_applied += item.kv_writes.len();
+                    } else {
+                        summary.kv_writes_discarded += item.kv_writes.len();
                     }
-                };
-                if record.outcome.is_success() && exists {
-                    kv::apply(tx, &record.function, &item.kv_writes)?;
-                    summary.kv_writes_applied += item.kv_writes.len();
-                } else {
-                    summary.kv_writes_discarded += item.kv_writes.len();
                 }
+                apply_extra(tx, &item.extra, now, &mut summary)?;
             }
             for ((function, key, minute), bucket) in &buckets {
                 stats::add_to_bucket(tx, function, *key, *minute, bucket)?;
+            }
+            if summary.outbox_messages > 0 {
+                summary.outbox_dropped = outbox::enforce_bound(tx, outbox_max)?;
+            }
+            Ok(summary)
+        })
+    }
+
+    /// Commits delivery effects without an invocation record, in one transaction: a paused
+    /// mapping's queued message with its dedup mark, the dead letter of an event that could not
+    /// run (disabled or unknown function), ...
+    pub fn commit_extra(&self, extra: &CommitExtra) -> Result<CommitSummary> {
+        self.commit_extras(std::slice::from_ref(extra))
+    }
+
+    /// Like [`Store::commit_extra`] for several, all in one transaction.
+    pub fn commit_extras(&self, extras: &[CommitExtra]) -> Result<CommitSummary> {
+        if extras.iter().all(CommitExtra::is_empty) {
+            return Ok(CommitSummary::default());
+        }
+        let outbox_max = self.outbox_max_rows();
+        self.write(|tx| {
+            let now = now_ms();
+            let mut summary = CommitSummary::default();
+            for extra in extras {
+                apply_extra(tx, extra, now, &mut summary)?;
+            }
+            if summary.outbox_messages > 0 {
+                summary.outbox_dropped = outbox::enforce_bound(tx, outbox_max)?;
             }
             Ok(summary)
         })
@@ -106,7 +183,9 @@ mod tests {
     use super::*;
     use crate::store::records::{InvocationLog, Level, Outcome};
     use crate::store::test_support::{outcome, record, temp_store};
-    use crate::store::{KvWrite, LogFilter, Origin, StatsQuery};
+    use crate::store::{
+        DeadLetter, KvWrite, LogFilter, Origin, OutboxMessage, QueuedEvent, StatsQuery,
+    };
 
     fn with_logs_and_kv(id: &str, outcome_: Outcome, key: &str) -> InvocationOutcome {
         let mut item = outcome(record("f", id, outcome_));
@@ -140,6 +219,7 @@ mod tests {
                 log_lines: 9,
                 kv_writes_applied: 2,
                 kv_writes_discarded: 1,
+                ..CommitSummary::default()
             }
         );
         assert_eq!(store.invocation("bad-1").unwrap().outcome, Outcome::Trap);
@@ -215,6 +295,188 @@ mod tests {
             0
         );
         assert!(store.commit(&[]).unwrap() == CommitSummary::default());
+    }
+
+    fn extra_for(id: &str) -> CommitExtra {
+        CommitExtra {
+            outbox: vec![OutboxMessage::new(
+                format!("out/{id}"),
+                id.as_bytes().to_vec(),
+                1,
+                Some(b"c".to_vec()),
+            )],
+            enqueue: vec![(
+                "function:g:latest".into(),
+                QueuedEvent::new(format!("{id}:g"), "function", "f", b"next".to_vec()),
+            )],
+            dedup_mark: Some(("session".into(), 1 + id.len() as u16)),
+            dequeue: None,
+            dead_letter: None,
+        }
+    }
+
+    #[test]
+    fn extras_are_written_with_the_record_whatever_its_outcome() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        let queued = store
+            .enqueue(
+                "mapping:m-1",
+                &QueuedEvent::new("q", "mqtt", "in", Vec::new()),
+            )
+            .unwrap();
+        let mut ok = with_logs_and_kv("ok", Outcome::Success, "k");
+        ok.extra = extra_for("ok");
+        ok.extra.dequeue = Some(queued);
+        let mut failed = with_logs_and_kv("failed", Outcome::Trap, "k2");
+        failed.extra = CommitExtra {
+            dead_letter: Some(DeadLetter::new(
+                Some("m-1".into()),
+                "f",
+                "latest",
+                QueuedEvent::new("e", "mqtt", "in", b"x".to_vec()),
+                3,
+                "trap",
+                "unreachable",
+            )),
+            dedup_mark: Some(("session".into(), 99)),
+            ..CommitExtra::default()
+        };
+        let summary = store.commit(&[ok.clone(), failed.clone()]).unwrap();
+        assert_eq!(
+            (
+                summary.outbox_messages,
+                summary.enqueued,
+                summary.dedup_marks,
+                summary.dequeued,
+                summary.dead_letters,
+                summary.outbox_dropped
+            ),
+            (1, 1, 2, 1, 1, 0)
+        );
+        assert_eq!(store.outbox_pending(10, 0).unwrap()[0].topic, "out/ok");
+        let q = store.queue_peek(10).unwrap();
+        assert_eq!(q.len(), 1, "the dequeued row is gone, the new one is there");
+        assert_eq!(q[0].target, "function:g:latest");
+        assert!(store.dedup_is_marked("session", 3).unwrap());
+        assert!(store.dedup_is_marked("session", 99).unwrap());
+        let letters = store.dead_letters(&Default::default()).unwrap();
+        assert_eq!(letters, [failed.extra.dead_letter.clone().unwrap()]);
+        // The failed invocation's kv writes are still discarded.
+        assert_eq!(store.kv_get("f", b"k2").unwrap(), None);
+
+        // A retried batch writes no extras a second time.
+        let again = store.commit(&[ok, failed]).unwrap();
+        assert_eq!(again.duplicates, 2);
+        assert_eq!(
+            again.outbox_messages + again.enqueued + again.dead_letters,
+            0
+        );
+        assert_eq!(store.outbox_count().unwrap(), 1);
+        assert_eq!(store.queue_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_failing_extra_rolls_back_the_record_and_everything_else() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        let queued = store
+            .enqueue(
+                "mapping:m-1",
+                &QueuedEvent::new("q", "mqtt", "in", Vec::new()),
+            )
+            .unwrap();
+        let mut good = with_logs_and_kv("good", Outcome::Success, "k");
+        good.extra = extra_for("good");
+        good.extra.dequeue = Some(queued);
+        let mut bad = with_logs_and_kv("bad", Outcome::Success, "k2");
+        bad.extra = extra_for("bad");
+        bad.extra.dedup_mark = Some(("session".into(), 0)); // refused by the schema
+        assert!(store.commit(&[good.clone(), bad]).is_err());
+        assert_eq!(store.row_counts().unwrap().invocations, 0);
+        assert_eq!(store.kv_get("f", b"k").unwrap(), None);
+        assert_eq!(store.outbox_count().unwrap(), 0);
+        assert_eq!(
+            store.queue_count().unwrap(),
+            1,
+            "the dequeue was rolled back too"
+        );
+        assert!(store.dedup_marks("session").unwrap().is_empty());
+
+        // So is a bad queue target.
+        let mut bad = with_logs_and_kv("bad2", Outcome::Success, "k2");
+        bad.extra.enqueue = vec![("nowhere".into(), QueuedEvent::new("e", "x", "y", vec![]))];
+        assert!(store.commit(&[good.clone(), bad]).is_err());
+        assert_eq!(store.row_counts().unwrap().invocations, 0);
+        assert_eq!(store.outbox_count().unwrap(), 0);
+
+        // The good one alone commits with all its extras.
+        store.commit(&[good]).unwrap();
+        assert_eq!(store.row_counts().unwrap().invocations, 1);
+        assert_eq!(store.outbox_count().unwrap(), 1);
+        assert_eq!(store.queue_count().unwrap(), 1); // one dequeued, one enqueued
+        assert!(store.dedup_is_marked("session", 5).unwrap());
+    }
+
+    #[test]
+    fn extras_commit_on_their_own() {
+        let (_dir, store) = temp_store();
+        assert_eq!(
+            store.commit_extra(&CommitExtra::default()).unwrap(),
+            CommitSummary::default()
+        );
+        // A paused mapping's message: queued with its dedup mark, no invocation.
+        let summary = store
+            .commit_extras(&[
+                CommitExtra {
+                    enqueue: vec![(
+                        "mapping:m-1".into(),
+                        QueuedEvent::new("e1", "mqtt", "in", b"1".to_vec()),
+                    )],
+                    dedup_mark: Some(("s".into(), 10)),
+                    ..CommitExtra::default()
+                },
+                CommitExtra {
+                    enqueue: vec![(
+                        "mapping:m-1".into(),
+                        QueuedEvent::new("e2", "mqtt", "in", b"2".to_vec()),
+                    )],
+                    dedup_mark: Some(("s".into(), 11)),
+                    ..CommitExtra::default()
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            (summary.committed, summary.enqueued, summary.dedup_marks),
+            (0, 2, 2)
+        );
+        assert_eq!(store.queue_count_target("mapping:m-1").unwrap(), 2);
+        assert_eq!(store.dedup_marks("s").unwrap(), [10, 11]);
+        assert_eq!(store.row_counts().unwrap().invocations, 0);
+        assert!(store
+            .commit_extra(&CommitExtra {
+                outbox: vec![OutboxMessage::new("t", vec![], 7, None)],
+                ..CommitExtra::default()
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn commits_keep_the_outbox_bounded() {
+        let (_dir, store) = temp_store();
+        store.set_outbox_max_rows(3);
+        let batch: Vec<_> = (0..5)
+            .map(|i| {
+                let mut item = outcome(record("f", &format!("i{i}"), Outcome::Success));
+                item.extra.outbox = vec![OutboxMessage::new(format!("t/{i}"), vec![], 0, None)];
+                item
+            })
+            .collect();
+        let summary = store.commit(&batch).unwrap();
+        assert_eq!((summary.outbox_messages, summary.outbox_dropped), (5, 2));
+        assert_eq!(store.outbox_count().unwrap(), 3);
+        assert_eq!(store.outbox_pending(10, 0).unwrap()[0].topic, "t/2");
+        assert_eq!(store.dropped_totals().unwrap().outbox, 2);
     }
 
     /// Set for the child process of the crash test: the database it writes to.

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,9 @@ use super::migrations;
 /// Prepared statements kept per connection (`prepare_cached`). The store has a few dozen distinct
 /// statements; the log and stats queries add a bounded number of filter combinations.
 const STATEMENT_CACHE: usize = 128;
+
+/// Default bound of the MQTT outbox, in rows ([`StoreOptions::outbox_max_rows`]).
+pub const DEFAULT_OUTBOX_MAX_ROWS: u64 = 100_000;
 
 /// Upper bound for the WAL file left on disk after a checkpoint (SD cards are small).
 const JOURNAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
@@ -67,6 +70,9 @@ pub struct StoreOptions {
     /// Page cache per connection, in KiB (SQLite's default is 2 MiB). Kept small: the agent
     /// targets devices with 512 MiB of RAM or less, and the OS page cache helps anyway.
     pub cache_kib: u32,
+    /// Most rows the MQTT outbox keeps: a commit that goes beyond drops the oldest rows and
+    /// counts them (`Dropped::outbox`). Changeable later with [`Store::set_outbox_max_rows`].
+    pub outbox_max_rows: u64,
 }
 
 impl Default for StoreOptions {
@@ -76,6 +82,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             readers: 2,
             cache_kib: 2048,
+            outbox_max_rows: DEFAULT_OUTBOX_MAX_ROWS,
         }
     }
 }
@@ -95,6 +102,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     /// Round-robin start for picking a reader.
     next_reader: AtomicUsize,
+    /// See [`StoreOptions::outbox_max_rows`].
+    outbox_max_rows: AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -161,6 +170,7 @@ impl Store {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                outbox_max_rows: AtomicU64::new(options.outbox_max_rows),
             }),
         })
     }
@@ -176,6 +186,7 @@ impl Store {
                 writer: Mutex::new(conn),
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
+                outbox_max_rows: AtomicU64::new(DEFAULT_OUTBOX_MAX_ROWS),
             }),
         })
     }
@@ -183,6 +194,16 @@ impl Store {
     /// The database file, `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
+    }
+
+    /// Most rows the MQTT outbox keeps (see [`StoreOptions::outbox_max_rows`]).
+    pub fn outbox_max_rows(&self) -> u64 {
+        self.inner.outbox_max_rows.load(Ordering::Relaxed)
+    }
+
+    /// Changes the outbox bound; applied from the next commit that adds outbox rows.
+    pub fn set_outbox_max_rows(&self, max: u64) {
+        self.inner.outbox_max_rows.store(max, Ordering::Relaxed);
     }
 
     /// The schema version (number of migrations applied).
@@ -242,6 +263,15 @@ fn configure(conn: &Connection, options: &StoreOptions) -> Result<()> {
     conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
+}
+
+/// A fresh ULID, greater than every other this process made in the same millisecond, so ids the
+/// store hands out (mappings, dead letters) sort in creation order.
+pub(crate) fn next_ulid() -> ulid::Ulid {
+    static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
+    // Overflow (2^80 ids in one millisecond) cannot happen in practice; fall back to random.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
 }
 
 /// Wall clock in Unix milliseconds, for timestamps the store sets itself.

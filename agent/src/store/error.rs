@@ -55,6 +55,21 @@ pub enum StoreError {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
 
+    #[error("mapping {0:?} not found")]
+    UnknownMapping(String),
+
+    #[error("a mapping named {name:?} already exists ({id})")]
+    MappingExists { name: String, id: String },
+
+    #[error("HTTP path {path:?} is already mapped by {mapping}")]
+    HttpPathTaken { path: String, mapping: String },
+
+    #[error("invalid mapping: {reason}")]
+    InvalidMapping { reason: String },
+
+    #[error("dead letter {0:?} not found")]
+    UnknownDeadLetter(String),
+
     #[error(
         "{path}: store schema version {found} is newer than this agent supports ({supported}); \
          run a newer agent"

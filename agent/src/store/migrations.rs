@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -233,6 +233,96 @@ CREATE TABLE stats (
 CREATE INDEX stats_by_minute ON stats (minute_ms);
 "#;
 
+/// Schema version 2: event-source mappings and delivery (docs/triggers.md): mappings, the
+/// durable event queue, the MQTT outbox, MQTT dedup marks and dead letters.
+const V2: &str = r#"
+INSERT INTO counters (name, value) VALUES
+    ('rows.outbox', 0), ('dropped.outbox', 0),
+    ('rows.dead_letters', 0), ('dropped.dead_letters', 0);
+
+-- No foreign key to functions: a mapping outlives its function (its events then fail delivery).
+-- `source` is the JSON of the source (`{"kind": "mqtt", "filter": ..., ...}`); `source_kind`
+-- repeats its kind for indexing. Destinations are their text form (`topic:T`, `function:F[:Q]`).
+CREATE TABLE mappings (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL UNIQUE,
+    function    TEXT NOT NULL,
+    qualifier   TEXT NOT NULL,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('mqtt', 'cron', 'every', 'http')),
+    source      TEXT NOT NULL CHECK (json_valid(source)),
+    enabled     INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    retries     INTEGER NOT NULL DEFAULT 2 CHECK (retries >= 0),
+    on_success  TEXT,
+    on_failure  TEXT,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX mappings_by_function ON mappings (function);
+-- One mapping per HTTP path (the store checks first, to name the mapping that has it).
+CREATE UNIQUE INDEX mappings_http_path ON mappings (json_extract(source, '$.path'))
+    WHERE source_kind = 'http';
+
+-- Events accepted but not yet delivered: a paused mapping's backlog ('mapping:<id>') and
+-- function destinations ('function:<name>:<qualifier>'). `event` is a postcard QueuedEvent.
+CREATE TABLE event_queue (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    target     TEXT NOT NULL,
+    event      BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX event_queue_by_target ON event_queue (target, seq);
+
+-- MQTT messages to publish; a row is deleted when the broker acknowledged it.
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    qos         INTEGER NOT NULL CHECK (qos BETWEEN 0 AND 2),
+    correlation BLOB,
+    message_id  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TRIGGER outbox_count_insert AFTER INSERT ON outbox
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'rows.outbox';
+END;
+CREATE TRIGGER outbox_count_delete AFTER DELETE ON outbox
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'rows.outbox';
+END;
+
+-- Packet ids of committed QoS 1/2 messages, per MQTT session: exactly-once across crashes.
+CREATE TABLE mqtt_dedup (
+    session      TEXT NOT NULL,
+    packet_id    INTEGER NOT NULL CHECK (packet_id BETWEEN 1 AND 65535),
+    committed_ms INTEGER NOT NULL,
+    PRIMARY KEY (session, packet_id)
+) WITHOUT ROWID;
+
+-- Events whose delivery failed for good. `event` is a postcard QueuedEvent.
+CREATE TABLE dead_letters (
+    id         TEXT PRIMARY KEY NOT NULL,
+    mapping_id TEXT,
+    function   TEXT NOT NULL,
+    qualifier  TEXT NOT NULL,
+    event      BLOB NOT NULL,
+    attempts   INTEGER NOT NULL,
+    outcome    TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_by_mapping ON dead_letters (mapping_id, created_ms);
+CREATE INDEX dead_letters_by_time ON dead_letters (created_ms);
+CREATE TRIGGER dead_letters_count_insert AFTER INSERT ON dead_letters
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'rows.dead_letters';
+END;
+CREATE TRIGGER dead_letters_count_delete AFTER DELETE ON dead_letters
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'rows.dead_letters';
+END;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +339,52 @@ mod tests {
             migrate(&mut conn, ":memory:").unwrap(),
             MIGRATIONS.len() as u32
         );
+    }
+
+    #[test]
+    fn a_version_1_store_migrates_to_version_2_keeping_its_data() {
+        use crate::store::{NewMapping, Source, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // A store as the previous agent left it: only V1 applied, with some data.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+        }
+        // A function and a log line, written with the V1 schema only.
+        {
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(check_identity(&conn, "v1", 1).unwrap(), 1);
+            conn.execute_batch(
+                "INSERT INTO modules (sha256, size, bytes, created_ms)
+                     VALUES (printf('%064d', 0), 1, x'00', 0);
+                 INSERT INTO functions (name, enabled, origin, created_ms, updated_ms,
+                                        latest_sha256, latest_spec, latest_revision)
+                     VALUES ('f', 1, 'local', 0, 0, printf('%064d', 0), '', 1);
+                 INSERT INTO logs (time_ms, level, text) VALUES (0, 2, 'old line');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+        assert!(store.get_function("f").unwrap().summary.enabled);
+        assert_eq!(store.row_counts().unwrap().logs, 1, "counters kept");
+        // The V2 tables work.
+        let m = store
+            .create_mapping(&NewMapping::new("f", Source::Http { path: "/f".into() }))
+            .unwrap();
+        assert_eq!(store.get_mapping(&m.id).unwrap(), m);
+        assert_eq!(store.outbox_count().unwrap(), 0);
+        assert_eq!(store.queue_count().unwrap(), 0);
+        assert_eq!(store.dropped_totals().unwrap().outbox, 0);
+        drop(store);
+        // Reopening applies nothing more.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.list_mappings(None).unwrap(), [m]);
     }
 
     #[test]

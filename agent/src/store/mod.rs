@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (version 1, see `migrations.rs`)
+//! # Schema (versions 1 and 2, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -21,11 +21,16 @@
 //! | `logs` | `seq` (never reused) | log lines: time, level 0-4, optional function/version/invocation id, text; indexed by function, invocation and time |
 //! | `stats` | `(function, version_key, minute_ms)` | per-minute counts, sums and mergeable duration/latency histograms ([`crate::stats::Histogram`]) |
 //! | `counters` | `name` | exact row counts of logs/invocations (triggers) and cumulative retention drops |
-//! | `meta` | `key` | small settings (admin token id, device id, ...) |
+//! | `meta` | `key` | small settings (admin token id, device id, `mappings.revision`, ...) |
+//! | `mappings` | `id`, unique `name` | event-source mappings (V2): function + qualifier, source kind + JSON, enabled, retries, destinations |
+//! | `event_queue` | `seq` | events accepted but not yet delivered (V2): paused mappings' backlogs, function destinations |
+//! | `outbox` | `seq` | MQTT messages to publish (V2), deleted on the broker's ack; bounded, drops counted |
+//! | `mqtt_dedup` | `(session, packet_id)` | marks of committed QoS 1/2 messages (V2): exactly-once across crashes |
+//! | `dead_letters` | `id` | events whose delivery failed for good (V2); bounded by retention |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
-//! deleted, enabled/disabled, function deleted) write an info log line for the function in the
-//! same transaction as the change.
+//! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
+//! deleted) write an info log line for the function in the same transaction as the change.
 //!
 //! # Files
 //!
@@ -38,7 +43,10 @@
 //! - [`resolve`]: which module and spec serve `NAME:QUALIFIER` for an event
 //! - [`kv`]: per-function key-value store
 //! - [`records`]: plain data the daemon hands over (invocation records, log lines, outcomes)
-//! - [`commit`]: the batch commit point of invocations
+//! - [`commit`]: the batch commit point of invocations, with their delivery effects
+//!   ([`CommitExtra`])
+//! - [`mappings`]: event-source mappings, their sources and destinations
+//! - [`queue`], [`outbox`], [`dedup`], [`dead_letters`]: delivery state (docs/triggers.md)
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
 //! - [`retention`]: bounded history, counted drops
 //! - [`meta`]: small persistent settings
@@ -46,16 +54,21 @@
 pub mod alias;
 pub mod commit;
 pub mod db;
+pub mod dead_letters;
+pub mod dedup;
 pub mod error;
 pub mod functions;
 pub mod invocations;
 pub mod kv;
 pub mod logs;
+pub mod mappings;
 pub mod meta;
 mod migrations;
 pub mod modules;
 pub mod names;
+pub mod outbox;
 pub mod qualifier;
+pub mod queue;
 pub mod records;
 pub mod resolve;
 pub mod retention;
@@ -67,16 +80,23 @@ mod test_support;
 
 pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use commit::CommitSummary;
-pub use db::{Store, StoreOptions, Synchronous};
+pub use db::{Store, StoreOptions, Synchronous, DEFAULT_OUTBOX_MAX_ROWS};
+pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use error::{Result, StoreError};
 pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
 pub use invocations::InvocationFilter;
 pub use kv::{KvUsage, KvWrite};
 pub use logs::LogFilter;
+pub use mappings::{
+    parse_cron, Destination, Mapping, MappingPatch, MappingToggled, Missed, NewMapping, Source,
+};
 pub use modules::sha256_hex;
+pub use outbox::{OutboxMessage, OutboxRow};
 pub use qualifier::Qualifier;
+pub use queue::{function_target, mapping_target, QueueTarget, QueuedEvent, QueuedRow, Reply};
 pub use records::{
-    InvocationLog, InvocationOutcome, InvocationRecord, Level, LogLine, LogRecord, Outcome,
+    CommitExtra, InvocationLog, InvocationOutcome, InvocationRecord, Level, LogLine, LogRecord,
+    Outcome,
 };
 pub use resolve::Resolved;
 pub use retention::{Dropped, Retention, RowCounts};

@@ -7,7 +7,10 @@ use std::str::FromStr;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 
+use super::dead_letters::DeadLetter;
 use super::kv::KvWrite;
+use super::outbox::OutboxMessage;
+use super::queue::QueuedEvent;
 
 /// Log level: the guest ABI's definition (one definition for the SDK, the runtime and the
 /// store). Stored as its number 0-4; in JSON as its lowercase name (`"info"`).
@@ -247,6 +250,40 @@ pub struct InvocationOutcome {
     /// The guest's kv writes, in order. Applied only when the outcome is a success: a failed
     /// invocation leaves no partial effects (DESIGN, guest ABI).
     pub kv_writes: Vec<KvWrite>,
+    /// Delivery effects committed with the record whatever its outcome (the caller decides what
+    /// to put here: publishes only after a success, a dead letter after the last failure, ...).
+    #[serde(default)]
+    pub extra: CommitExtra,
+}
+
+/// Delivery effects committed in the same transaction as an invocation's record
+/// ([`InvocationOutcome::extra`]), or on their own ([`Store::commit_extra`](super::Store::commit_extra)).
+/// Written in this order: outbox rows, queued events, the dedup mark, the dequeue, the dead letter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommitExtra {
+    /// Messages to publish (function publishes, destination publishes, MQTT 5 responses).
+    pub outbox: Vec<OutboxMessage>,
+    /// Events to queue: `(target, event)` with target `mapping:<id>` or
+    /// `function:<name>[:<qualifier>]` (see [`super::queue`]).
+    pub enqueue: Vec<(String, QueuedEvent)>,
+    /// `(session, packet_id)` of the MQTT message this commit finishes (see [`super::dedup`]).
+    pub dedup_mark: Option<(String, u16)>,
+    /// The queue row this commit delivered (deleted; no error if already gone).
+    pub dequeue: Option<i64>,
+    /// The event failed for good.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+impl CommitExtra {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.outbox.is_empty()
+            && self.enqueue.is_empty()
+            && self.dedup_mark.is_none()
+            && self.dequeue.is_none()
+            && self.dead_letter.is_none()
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Retention: log and invocation records (and stats buckets) are bounded by age and by row count
-//! so a chatty function cannot fill the disk. What was dropped is counted, durably.
+//! Retention: log and invocation records, dead letters (and stats buckets) are bounded by age and
+//! by row count so a chatty function cannot fill the disk. What was dropped is counted, durably
+//! (so is what the bounded MQTT outbox dropped, see `outbox`).
 //!
 //! Pruning deletes oldest first in small chunks, each in its own short transaction, so commits
 //! of new invocations interleave with a large prune instead of waiting for it. Row counts come
@@ -16,12 +17,15 @@ use super::error::Result;
 /// Retention limits; `None` means unbounded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
-    /// Drop log and invocation records older than this (by log time / invocation start).
+    /// Drop log and invocation records and dead letters older than this (by log time /
+    /// invocation start / dead letter creation).
     pub max_age: Option<Duration>,
     /// Keep at most this many log lines (the newest).
     pub max_log_rows: Option<u64>,
     /// Keep at most this many invocation records (the newest).
     pub max_invocation_rows: Option<u64>,
+    /// Keep at most this many dead letters (the newest).
+    pub max_dead_letter_rows: Option<u64>,
     /// Drop stats buckets older than this. Buckets are small, so they usually live longer than
     /// the records.
     pub max_stats_age: Option<Duration>,
@@ -30,12 +34,14 @@ pub struct Retention {
 }
 
 impl Default for Retention {
-    /// A week of records, at most 1M log lines and 200k invocation records, 30 days of stats.
+    /// A week of records, at most 1M log lines, 200k invocation records and 10k dead letters,
+    /// 30 days of stats.
     fn default() -> Self {
         Self {
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_log_rows: Some(1_000_000),
             max_invocation_rows: Some(200_000),
+            max_dead_letter_rows: Some(10_000),
             max_stats_age: Some(Duration::from_secs(30 * 24 * 3600)),
             chunk_rows: 1_000,
         }
@@ -48,6 +54,9 @@ pub struct Dropped {
     pub logs: u64,
     pub invocations: u64,
     pub stats_buckets: u64,
+    pub dead_letters: u64,
+    /// Oldest MQTT outbox rows dropped because the outbox was full (by commits, not by prune).
+    pub outbox: u64,
 }
 
 /// Current numbers of rows.
@@ -100,6 +109,14 @@ const INVOCATIONS: Table = Table {
     rows_counter: Some("rows.invocations"),
     dropped_counter: "dropped.invocations",
 };
+const DEAD_LETTERS: Table = Table {
+    table: "dead_letters",
+    key_columns: "id",
+    time_column: "created_ms",
+    order_column: "created_ms",
+    rows_counter: Some("rows.dead_letters"),
+    dropped_counter: "dropped.dead_letters",
+};
 const STATS: Table = Table {
     table: "stats",
     key_columns: "function, version_key, minute_ms",
@@ -124,12 +141,16 @@ impl Store {
         if let Some(age) = retention.max_age {
             dropped.logs += self.prune_older(&LOGS, cutoff(age), chunk)?;
             dropped.invocations += self.prune_older(&INVOCATIONS, cutoff(age), chunk)?;
+            dropped.dead_letters += self.prune_older(&DEAD_LETTERS, cutoff(age), chunk)?;
         }
         if let Some(max) = retention.max_log_rows {
             dropped.logs += self.prune_excess(&LOGS, max, chunk)?;
         }
         if let Some(max) = retention.max_invocation_rows {
             dropped.invocations += self.prune_excess(&INVOCATIONS, max, chunk)?;
+        }
+        if let Some(max) = retention.max_dead_letter_rows {
+            dropped.dead_letters += self.prune_excess(&DEAD_LETTERS, max, chunk)?;
         }
         if let Some(age) = retention.max_stats_age {
             dropped.stats_buckets += self.prune_older(&STATS, cutoff(age), chunk)?;
@@ -199,6 +220,8 @@ impl Store {
                 logs: counter(tx, LOGS.dropped_counter)?,
                 invocations: counter(tx, INVOCATIONS.dropped_counter)?,
                 stats_buckets: counter(tx, STATS.dropped_counter)?,
+                dead_letters: counter(tx, DEAD_LETTERS.dropped_counter)?,
+                outbox: counter(tx, "dropped.outbox")?,
             })
         })
     }
@@ -254,6 +277,7 @@ mod tests {
             max_age: None,
             max_log_rows: None,
             max_invocation_rows: None,
+            max_dead_letter_rows: None,
             max_stats_age: None,
             chunk_rows: 3, // tiny chunks: exercise the chunk loop
         }
@@ -279,7 +303,7 @@ mod tests {
             Dropped {
                 logs: 10,
                 invocations: 5,
-                stats_buckets: 0
+                ..Dropped::default()
             }
         );
         assert_eq!(
@@ -416,6 +440,59 @@ mod tests {
                 invocations: 2
             }
         );
+    }
+
+    #[test]
+    fn dead_letters_are_bounded_by_age_and_count() {
+        use crate::store::{CommitExtra, DeadLetter, QueuedEvent};
+        let (_dir, store) = temp_store();
+        let extras: Vec<_> = (0..6)
+            .map(|i| {
+                let mut d = DeadLetter::new(
+                    None,
+                    "f",
+                    "latest",
+                    QueuedEvent::new(format!("e{i}"), "mqtt", "t", vec![]),
+                    1,
+                    "error",
+                    "x",
+                );
+                d.created_ms = i * MINUTE;
+                CommitExtra {
+                    dead_letter: Some(d),
+                    ..CommitExtra::default()
+                }
+            })
+            .collect();
+        store.commit_extras(&extras).unwrap();
+        let dropped = store
+            .prune_at(
+                &Retention {
+                    max_age: Some(Duration::from_secs(4 * 60)),
+                    ..unbounded()
+                },
+                6 * MINUTE,
+            )
+            .unwrap();
+        assert_eq!(dropped.dead_letters, 2); // minutes 0 and 1
+        let dropped = store
+            .prune_at(
+                &Retention {
+                    max_dead_letter_rows: Some(3),
+                    ..unbounded()
+                },
+                6 * MINUTE,
+            )
+            .unwrap();
+        assert_eq!(dropped.dead_letters, 1);
+        let left: Vec<_> = store
+            .dead_letters(&Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event.id)
+            .collect();
+        assert_eq!(left, ["e3", "e4", "e5"]);
+        assert_eq!(store.dropped_totals().unwrap().dead_letters, 3);
     }
 
     #[test]

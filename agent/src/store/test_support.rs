@@ -36,6 +36,7 @@ pub(crate) fn outcome(record: InvocationRecord) -> InvocationOutcome {
         record,
         logs: Vec::new(),
         kv_writes: Vec::new(),
+        extra: Default::default(),
     }
 }
 

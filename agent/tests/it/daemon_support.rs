@@ -384,7 +384,7 @@ impl Http {
         finish(rb.call())
     }
 
-    /// `POST`/`PUT`/`DELETE` with a body and extra headers.
+    /// `POST`/`PUT`/`PATCH`/`DELETE` with a body and extra headers.
     pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let url = format!("{}{path}", self.base);
         if method == "DELETE" {
@@ -397,6 +397,7 @@ impl Http {
         let mut rb = match method {
             "POST" => self.http.post(url),
             "PUT" => self.http.put(url),
+            "PATCH" => self.http.patch(url),
             other => panic!("method {other}"),
         };
         if let Some(t) = &self.token {

@@ -5,5 +5,6 @@ mod support;
 
 mod daemon;
 mod exec;
+mod mappings;
 mod runtime_abi;
 mod runtime_examples;

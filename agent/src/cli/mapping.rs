@@ -1,0 +1,628 @@
+//! `edgefn-agent mapping create|list|get|update|delete|pause|resume`: event-source mappings on a
+//! running agent (docs/triggers.md).
+//!
+//! Flag values clap can check on its own (QoS range, durations, `--missed`, one source kind)
+//! are usage errors (exit 2); everything else (filters, cron expressions, intervals, paths,
+//! destinations, the function) is validated by the agent, so the CLI and the API give the same
+//! messages (exit 1).
+
+use super::client::{api_path, AgentOpts, Body, Client, Method};
+use super::output::{self, fields, time_ms, Table};
+use anyhow::bail;
+use clap::Subcommand;
+use edgefn_agent::store::{Destination, Mapping, Missed, Source};
+use serde_json::{json, Map, Value};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct MappingArgs {
+    #[command(subcommand)]
+    cmd: MappingCmd,
+    #[command(flatten)]
+    opts: AgentOpts,
+}
+
+#[derive(Debug, Subcommand)]
+enum MappingCmd {
+    /// Map an event source (MQTT filter, cron schedule, interval or HTTP path) to a function;
+    /// prints the new mapping's id.
+    Create(CreateArgs),
+    /// List the mappings (of one function with --function).
+    List {
+        /// Only the mappings of this function.
+        #[arg(long, value_name = "NAME")]
+        function: Option<String>,
+    },
+    /// Show a mapping.
+    Get {
+        /// The mapping's id (or name).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Change a mapping: only the settings given change. A new source kind replaces the source;
+    /// --qos, --shared-group and --missed alone adjust the current one.
+    Update(UpdateArgs),
+    /// Delete a mapping (and the events queued for it while paused).
+    Delete {
+        /// The mapping's id (or name).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Stop delivery: MQTT events are queued durably, schedules do not fire, HTTP answers 409.
+    Pause {
+        /// The mapping's id (or name).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Start delivery again: queued events first, in arrival order.
+    Resume {
+        /// The mapping's id (or name).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+/// The source flags (one kind at most; `create` requires one).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(id = "source", multiple = false)]
+struct SourceKind {
+    /// MQTT topic filter (wildcards `+` and `#` allowed).
+    #[arg(long, value_name = "FILTER")]
+    mqtt: Option<String>,
+    /// Cron expression with seconds, in UTC: `*/10 * * * * *` (5 fields: second 0).
+    #[arg(long, value_name = "EXPR")]
+    cron: Option<String>,
+    /// Fixed interval: 100ms, 30s, 5m, 1h30m (at least 100ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    every: Option<u64>,
+    /// HTTP path on the trigger listener (`POST PATH` invokes the function).
+    #[arg(long, value_name = "PATH")]
+    http: Option<String>,
+}
+
+/// Settings of a source kind.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct SourceSettings {
+    /// MQTT subscription QoS [default: 1].
+    #[arg(long, value_name = "0|1|2", value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: Option<u8>,
+    /// Subscribe as a shared subscription of this group (`$share/G/FILTER`); in `update`, an
+    /// empty value removes it.
+    #[arg(long, value_name = "G")]
+    shared_group: Option<String>,
+    /// What a schedule does about runs missed while the agent was down [default: skip].
+    #[arg(long, value_name = "POLICY", value_enum)]
+    missed: Option<MissedArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MissedArg {
+    /// Fire only future runs.
+    Skip,
+    /// Fire one catch-up event at start-up.
+    RunOnce,
+}
+
+impl From<MissedArg> for Missed {
+    fn from(m: MissedArg) -> Missed {
+        match m {
+            MissedArg::Skip => Missed::Skip,
+            MissedArg::RunOnce => Missed::RunOnce,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").args(["mqtt", "cron", "every", "http"]).required(true)))]
+struct CreateArgs {
+    /// The function to invoke, with an optional qualifier (version or alias) [default: latest].
+    #[arg(long, value_name = "NAME[:QUALIFIER]")]
+    function: String,
+    #[command(flatten)]
+    kind: SourceKind,
+    #[command(flatten)]
+    settings: SourceSettings,
+    #[command(flatten)]
+    delivery: Delivery,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpdateArgs {
+    /// The mapping's id (or name).
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Point the mapping at another function (and qualifier).
+    #[arg(long, value_name = "NAME[:QUALIFIER]")]
+    function: Option<String>,
+    #[command(flatten)]
+    kind: SourceKind,
+    #[command(flatten)]
+    settings: SourceSettings,
+    #[command(flatten)]
+    delivery: Delivery,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+struct Delivery {
+    /// A unique name for the mapping (usable instead of its id; a schedule's event subject)
+    /// [default: the id].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where a successful result goes: `topic:TOPIC` or `function:NAME[:QUALIFIER]` (`none` in
+    /// `update` removes it).
+    #[arg(long, value_name = "DEST")]
+    on_success: Option<String>,
+    /// Where a failed event goes after the last retry (default: a dead letter); same forms.
+    #[arg(long, value_name = "DEST")]
+    on_failure: Option<String>,
+    /// Async retries after the first attempt, with exponential backoff [default: 2].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+}
+
+/// `--every`: a humantime duration as milliseconds.
+fn parse_every(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m, 1h30m)"))?;
+    u64::try_from(d.as_millis()).map_err(|_| "duration too long".to_string())
+}
+
+/// `--function NAME[:QUALIFIER]` → body fields.
+fn function_fields(body: &mut Map<String, Value>, text: &str) {
+    let (name, qualifier) = text.split_once(':').unwrap_or((text, "latest"));
+    body.insert("function".into(), json!(name));
+    body.insert("qualifier".into(), json!(qualifier));
+}
+
+impl SourceKind {
+    fn given(&self) -> bool {
+        self.mqtt.is_some() || self.cron.is_some() || self.every.is_some() || self.http.is_some()
+    }
+}
+
+impl SourceSettings {
+    fn given(&self) -> bool {
+        self.qos.is_some() || self.shared_group.is_some() || self.missed.is_some()
+    }
+}
+
+/// The source the flags describe, starting from `current` when it is of the same kind (so
+/// `update --mqtt NEW` keeps the QoS) or from the defaults otherwise.
+fn build_source(
+    kind: &SourceKind,
+    settings: &SourceSettings,
+    current: Option<&Source>,
+) -> anyhow::Result<Source> {
+    let mut source = match (kind, current) {
+        (
+            SourceKind { mqtt: Some(f), .. },
+            Some(Source::Mqtt {
+                qos, shared_group, ..
+            }),
+        ) => Source::Mqtt {
+            filter: f.clone(),
+            qos: *qos,
+            shared_group: shared_group.clone(),
+        },
+        (SourceKind { mqtt: Some(f), .. }, _) => Source::Mqtt {
+            filter: f.clone(),
+            qos: 1,
+            shared_group: None,
+        },
+        (SourceKind { cron: Some(e), .. }, c) => Source::Cron {
+            expr: e.clone(),
+            missed: c.and_then(Source::missed).unwrap_or_default(),
+        },
+        (
+            SourceKind {
+                every: Some(ms), ..
+            },
+            c,
+        ) => Source::Every {
+            interval_ms: *ms,
+            missed: c.and_then(Source::missed).unwrap_or_default(),
+        },
+        (SourceKind { http: Some(p), .. }, _) => Source::Http { path: p.clone() },
+        (_, Some(c)) => c.clone(),
+        (_, None) => bail!("give a source: --mqtt, --cron, --every or --http"),
+    };
+    match &mut source {
+        Source::Mqtt {
+            qos, shared_group, ..
+        } => {
+            if settings.missed.is_some() {
+                bail!("--missed applies to schedules (--cron, --every), not to MQTT mappings");
+            }
+            if let Some(q) = settings.qos {
+                *qos = q;
+            }
+            if let Some(g) = &settings.shared_group {
+                *shared_group = (!g.is_empty()).then(|| g.clone());
+            }
+        }
+        Source::Cron { missed, .. } | Source::Every { missed, .. } => {
+            if settings.qos.is_some() || settings.shared_group.is_some() {
+                bail!("--qos and --shared-group apply to MQTT mappings (--mqtt), not to schedules");
+            }
+            if let Some(m) = settings.missed {
+                *missed = m.into();
+            }
+        }
+        Source::Http { .. } => {
+            if settings.given() {
+                bail!("--qos, --shared-group and --missed do not apply to HTTP mappings");
+            }
+        }
+    }
+    Ok(source)
+}
+
+/// `--on-success`/`--on-failure`/`--name`/`--retries` → body fields (`none` → null when
+/// `allow_none`, to remove a destination).
+fn delivery_fields(body: &mut Map<String, Value>, d: &Delivery, allow_none: bool) {
+    if let Some(n) = &d.name {
+        body.insert("name".into(), json!(n));
+    }
+    if let Some(r) = d.retries {
+        body.insert("retries".into(), json!(r));
+    }
+    for (key, dest) in [("on_success", &d.on_success), ("on_failure", &d.on_failure)] {
+        if let Some(text) = dest {
+            let value = if allow_none && text == "none" {
+                Value::Null
+            } else {
+                json!(text)
+            };
+            body.insert(key.into(), value);
+        }
+    }
+}
+
+pub fn run(args: MappingArgs) -> anyhow::Result<ExitCode> {
+    let opts = &args.opts;
+    match args.cmd {
+        MappingCmd::Create(c) => {
+            // Usage problems first, before any connection.
+            let source = build_source(&c.kind, &c.settings, None)?;
+            let mut body = Map::new();
+            function_fields(&mut body, &c.function);
+            body.insert("source".into(), serde_json::to_value(&source)?);
+            delivery_fields(&mut body, &c.delivery, false);
+            let client = Client::new(opts)?;
+            let v = client.send(
+                Method::Post,
+                &api_path(&["mappings"]),
+                Body::Json(&Value::Object(body)),
+            )?;
+            if opts.json {
+                output::json_document(&v)?;
+            } else {
+                let m: Mapping = client.decode(&v)?;
+                // stdout is the id alone, for scripts: `ID=$(edgefn-agent mapping create ...)`.
+                output::out(&format!("{}\n", m.id))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MappingCmd::List { function } => {
+            let client = Client::new(opts)?;
+            let query: Vec<(&str, String)> =
+                function.into_iter().map(|f| ("function", f)).collect();
+            let v = client.get(&api_path(&["mappings"]), &query)?;
+            if opts.json {
+                output::json_document(&v)?;
+            } else {
+                let list: Vec<Mapping> = client.decode(&v)?;
+                if list.is_empty() {
+                    eprintln!("no mappings");
+                } else {
+                    output::out(&render_list(&list))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MappingCmd::Get { id } => {
+            let client = Client::new(opts)?;
+            let v = client.get(&api_path(&["mappings", &id]), &[])?;
+            if opts.json {
+                output::json_document(&v)?;
+            } else {
+                output::out(&render_mapping(&client.decode(&v)?))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MappingCmd::Update(u) => update(opts, u),
+        MappingCmd::Delete { id } => {
+            let client = Client::new(opts)?;
+            client.send(Method::Delete, &api_path(&["mappings", &id]), Body::Empty)?;
+            if opts.json {
+                output::json_document(&json!({"deleted": true, "mapping": id}))?;
+            } else {
+                output::out(&format!("deleted mapping {id}\n"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MappingCmd::Pause { id } => toggle(opts, &id, "pause", "paused"),
+        MappingCmd::Resume { id } => toggle(opts, &id, "resume", "resumed"),
+    }
+}
+
+fn update(opts: &AgentOpts, u: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let mut body = Map::new();
+    if let Some(f) = &u.function {
+        function_fields(&mut body, f);
+    }
+    delivery_fields(&mut body, &u.delivery, true);
+    if !u.kind.given() && !u.settings.given() && body.is_empty() {
+        bail!(
+            "nothing to update: give --function, a source (--mqtt, --cron, --every, --http), \
+             --qos, --shared-group, --missed, --name, --on-success, --on-failure or --retries"
+        );
+    }
+    let client = Client::new(opts)?;
+    let path = api_path(&["mappings", &u.id]);
+    if u.kind.given() || u.settings.given() {
+        // The current source: to keep its settings, or to adjust them.
+        let current: Mapping = client.decode(&client.get(&path, &[])?)?;
+        let source = build_source(&u.kind, &u.settings, Some(&current.source))?;
+        body.insert("source".into(), serde_json::to_value(&source)?);
+    }
+    let v = client.send(Method::Patch, &path, Body::Json(&Value::Object(body)))?;
+    if opts.json {
+        output::json_document(&v)?;
+    } else {
+        let m: Mapping = client.decode(&v)?;
+        output::out(&format!("updated mapping {}\n", label(&m)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toggle(opts: &AgentOpts, id: &str, verb: &str, done: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(opts)?;
+    let v = client.send(
+        Method::Post,
+        &api_path(&["mappings", id, verb]),
+        Body::Empty,
+    )?;
+    if opts.json {
+        output::json_document(&v)?;
+    } else {
+        let m: Mapping = client.decode(&v)?;
+        output::out(&format!("{done} mapping {}\n", label(&m)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `m-...` or `m-... (name)`.
+fn label(m: &Mapping) -> String {
+    if m.name == m.id {
+        m.id.clone()
+    } else {
+        format!("{} ({})", m.id, m.name)
+    }
+}
+
+fn dest(d: &Option<Destination>) -> String {
+    d.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+}
+
+fn state(enabled: bool) -> &'static str {
+    if enabled {
+        "enabled"
+    } else {
+        "paused"
+    }
+}
+
+fn render_list(list: &[Mapping]) -> String {
+    let mut t = Table::new(&[
+        "ID",
+        "NAME",
+        "FUNCTION",
+        "SOURCE",
+        "STATE",
+        "RETRIES",
+        "ON-SUCCESS",
+        "ON-FAILURE",
+    ])
+    .right(&[5]);
+    for m in list {
+        t.row(&[
+            m.id.clone(),
+            if m.name == m.id {
+                "-".into()
+            } else {
+                m.name.clone()
+            },
+            m.target(),
+            m.source.to_string(),
+            state(m.enabled).into(),
+            m.retries.to_string(),
+            dest(&m.on_success),
+            dest(&m.on_failure),
+        ]);
+    }
+    t.render()
+}
+
+fn render_mapping(m: &Mapping) -> String {
+    let mut pairs = vec![
+        ("id", m.id.clone()),
+        ("name", m.name.clone()),
+        ("function", m.target()),
+        ("source", m.source.to_string()),
+    ];
+    if let Some(sub) = m.source.subscription() {
+        pairs.push(("subscription", sub));
+    }
+    pairs.extend([
+        ("state", state(m.enabled).to_string()),
+        ("retries", m.retries.to_string()),
+        ("on-success", dest(&m.on_success)),
+        (
+            "on-failure",
+            m.on_failure
+                .as_ref()
+                .map_or_else(|| "- (dead letter)".into(), ToString::to_string),
+        ),
+        ("created", time_ms(m.created_ms.max(0) as u64)),
+        ("updated", time_ms(m.updated_ms.max(0) as u64)),
+    ]);
+    fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<MappingCmd, clap::Error> {
+        let mut all = vec!["edgefn-agent", "mapping"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            crate::cli::Command::Mapping(m) => Ok(m.cmd),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn create(args: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        match parse(&all)? {
+            MappingCmd::Create(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_needs_exactly_one_source() {
+        assert!(create(&["--function", "f"]).is_err());
+        assert!(create(&["--function", "f", "--mqtt", "a", "--http", "/a"]).is_err());
+        assert!(create(&["--function", "f", "--cron", "* * * * * *", "--every", "1s"]).is_err());
+        let c = create(&["--function", "f:prod", "--every", "1m 30s"]).unwrap();
+        assert_eq!(c.kind.every, Some(90_000));
+        assert!(create(&["--function", "f", "--every", "5 parsecs"]).is_err());
+        assert!(create(&["--function", "f", "--mqtt", "a", "--qos", "3"]).is_err());
+        assert!(create(&["--function", "f", "--cron", "x", "--missed", "later"]).is_err());
+        assert!(create(&["--mqtt", "a"]).is_err(), "--function is required");
+    }
+
+    #[test]
+    fn sources_from_flags() {
+        let c = create(&[
+            "--function",
+            "f",
+            "--mqtt",
+            "a/+",
+            "--qos",
+            "2",
+            "--shared-group",
+            "g",
+        ])
+        .unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::Mqtt {
+                filter: "a/+".into(),
+                qos: 2,
+                shared_group: Some("g".into())
+            }
+        );
+        let c = create(&[
+            "--function",
+            "f",
+            "--cron",
+            "0 * * * * *",
+            "--missed",
+            "run-once",
+        ])
+        .unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::Cron {
+                expr: "0 * * * * *".into(),
+                missed: Missed::RunOnce
+            }
+        );
+        // Settings of another kind are usage errors.
+        for args in [
+            &["--function", "f", "--mqtt", "a", "--missed", "skip"][..],
+            &["--function", "f", "--every", "1s", "--qos", "1"],
+            &["--function", "f", "--http", "/a", "--shared-group", "g"],
+        ] {
+            let c = create(args).unwrap();
+            assert!(
+                build_source(&c.kind, &c.settings, None).is_err(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_keeps_or_adjusts_the_current_source() {
+        let current = Source::Mqtt {
+            filter: "a".into(),
+            qos: 2,
+            shared_group: Some("g".into()),
+        };
+        let upd = |args: &[&str]| match parse(&[&["update", "m-1"], args].concat()).unwrap() {
+            MappingCmd::Update(u) => u,
+            other => panic!("{other:?}"),
+        };
+        let u = upd(&["--mqtt", "b"]);
+        assert_eq!(
+            build_source(&u.kind, &u.settings, Some(&current)).unwrap(),
+            Source::Mqtt {
+                filter: "b".into(),
+                qos: 2,
+                shared_group: Some("g".into())
+            }
+        );
+        let u = upd(&["--qos", "0", "--shared-group", ""]);
+        assert_eq!(
+            build_source(&u.kind, &u.settings, Some(&current)).unwrap(),
+            Source::Mqtt {
+                filter: "a".into(),
+                qos: 0,
+                shared_group: None
+            }
+        );
+        let u = upd(&["--http", "/x"]);
+        assert_eq!(
+            build_source(&u.kind, &u.settings, Some(&current)).unwrap(),
+            Source::Http { path: "/x".into() }
+        );
+        let u = upd(&["--missed", "run-once"]);
+        assert!(build_source(&u.kind, &u.settings, Some(&current)).is_err());
+        let every = Source::Every {
+            interval_ms: 1000,
+            missed: Missed::RunOnce,
+        };
+        let u = upd(&["--every", "2s"]);
+        assert_eq!(
+            build_source(&u.kind, &u.settings, Some(&every)).unwrap(),
+            Source::Every {
+                interval_ms: 2000,
+                missed: Missed::RunOnce
+            }
+        );
+    }
+
+    #[test]
+    fn none_removes_a_destination_only_in_update() {
+        let d = Delivery {
+            on_success: Some("none".into()),
+            on_failure: Some("topic:x".into()),
+            ..Delivery::default()
+        };
+        let mut body = Map::new();
+        delivery_fields(&mut body, &d, true);
+        assert_eq!(
+            Value::Object(body),
+            json!({"on_success": null, "on_failure": "topic:x"})
+        );
+        let mut body = Map::new();
+        delivery_fields(&mut body, &d, false);
+        assert_eq!(body["on_success"], "none");
+    }
+}
