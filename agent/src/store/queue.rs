@@ -19,6 +19,7 @@ use super::db::{now_ms, Store};
 use super::error::{Result, StoreError};
 use super::names::validate_function_name;
 use super::qualifier::Qualifier;
+use crate::pool::OwnedEvent;
 
 /// Largest number of rows one peek returns.
 pub const MAX_PEEK: u32 = 10_000;
@@ -72,6 +73,35 @@ impl QueuedEvent {
             attempt: 1,
             depth: 0,
             reply: None,
+        }
+    }
+
+    /// The event of a delivery, at rest: with the number of destinations that led to it and
+    /// where an MQTT 5 response goes.
+    pub fn from_event(event: &OwnedEvent, depth: u32, reply: Option<Reply>) -> QueuedEvent {
+        QueuedEvent {
+            id: event.id.clone(),
+            source: event.source.clone(),
+            subject: event.subject.clone(),
+            time_ms: event.time_ms,
+            content_type: event.content_type.clone(),
+            data: event.data.clone(),
+            attempt: event.attempt,
+            depth,
+            reply,
+        }
+    }
+
+    /// The event to deliver (`depth` and `reply` stay here).
+    pub fn to_event(&self) -> OwnedEvent {
+        OwnedEvent {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            subject: self.subject.clone(),
+            time_ms: self.time_ms,
+            content_type: self.content_type.clone(),
+            data: self.data.clone(),
+            attempt: self.attempt,
         }
     }
 
@@ -343,6 +373,18 @@ mod tests {
         // Seqs are never reused, even after the newest row was deleted.
         store.queue_delete(seqs[5]).unwrap();
         assert!(store.enqueue(&a, &event("e6")).unwrap() > seqs[5]);
+    }
+
+    #[test]
+    fn converts_to_and_from_the_delivered_event() {
+        let queued = event("e");
+        let owned = queued.to_event();
+        assert_eq!((owned.id.as_str(), owned.data.as_slice()), ("e", &b"e"[..]));
+        assert_eq!(owned.content_type, "application/json");
+        assert_eq!(
+            QueuedEvent::from_event(&owned, queued.depth, queued.reply.clone()),
+            queued
+        );
     }
 
     #[test]
