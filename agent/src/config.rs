@@ -19,6 +19,31 @@ pub const DEFAULT_CONFIG: &str = r#"# edgefn-agent configuration. Every key is o
 # anyone holding <data_dir>/admin.token can manage functions.
 listen = "127.0.0.1:7878"
 
+[http]
+# The HTTP trigger: POST PATH invokes the function mapped to PATH (mapping create --http PATH).
+# "" disables it.
+listen = "127.0.0.1:8080"
+
+[mqtt]
+# The gateway's broker for MQTT triggers and function publishes:
+#   ""               no MQTT (publishes are logged and dropped)
+#   "embedded"       an in-process broker (MQTT 3.1.1) on embedded_listen, or a free port if taken
+#   "mqtt://HOST:PORT" or "mqtts://HOST:PORT" (TLS; see ca_file, cert_file, key_file)
+url = ""
+# 5 (MQTT 5) or 3 (MQTT 3.1.1). The embedded broker always uses 3.
+version = 5
+# Stable client id, so the broker keeps the agent's session across restarts ("" = edgefn-<host>).
+client_id = ""
+session_expiry = "1d"
+keep_alive = "30s"
+max_packet_bytes = 1048576
+embedded_listen = "127.0.0.1:1883"
+# ca_file = "/etc/edgefn/ca.pem"          # default: the system's CA certificates
+# cert_file = "/etc/edgefn/client.pem"    # client certificate and key, if the broker wants one
+# key_file = "/etc/edgefn/client.key"
+# username = ""
+# password = ""
+
 [runtime]
 # Threads that run invocations (0 = one per CPU core).
 workers = 0
@@ -83,6 +108,54 @@ pub struct AgentConfig {
     pub max_invocation_records: u64,
     /// Retention period.
     pub retention_interval: Duration,
+    /// HTTP trigger listen address (`None` = disabled).
+    pub http_listen: Option<SocketAddr>,
+    /// MQTT settings.
+    pub mqtt: MqttSettings,
+}
+
+/// Where MQTT comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttUrl {
+    /// No MQTT.
+    None,
+    /// The in-process broker.
+    Embedded,
+    /// An external broker (`mqtt://` or `mqtts://`).
+    External(String),
+}
+
+/// The `[mqtt]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSettings {
+    pub url: MqttUrl,
+    pub version: u8,
+    pub client_id: String,
+    pub session_expiry: Duration,
+    pub keep_alive: Duration,
+    pub max_packet_bytes: usize,
+    pub embedded_listen: SocketAddr,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl MqttUrl {
+    /// Parses the `url` setting (or `run --mqtt`).
+    pub fn parse(url: &str) -> Result<MqttUrl, String> {
+        match url.trim() {
+            "" | "none" => Ok(MqttUrl::None),
+            "embedded" => Ok(MqttUrl::Embedded),
+            u if u.starts_with("mqtt://") || u.starts_with("mqtts://") => {
+                Ok(MqttUrl::External(u.to_string()))
+            }
+            u => Err(format!(
+                "`{u}` is not \"\", \"embedded\", mqtt://HOST:PORT or mqtts://HOST:PORT"
+            )),
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -99,6 +172,10 @@ struct Raw {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    mqtt: RawMqtt,
+    #[serde(default)]
     runtime: RawRuntime,
     #[serde(default)]
     store: RawStore,
@@ -110,6 +187,29 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: Option<String>,
+    version: Option<u8>,
+    client_id: Option<String>,
+    session_expiry: Option<String>,
+    keep_alive: Option<String>,
+    max_packet_bytes: Option<usize>,
+    embedded_listen: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,7 +275,51 @@ impl AgentConfig {
         if max_batch == 0 {
             return Err(err("store.max_batch must be at least 1".into()));
         }
+        let http_listen = match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+            "" => None,
+            a => Some(a.parse().map_err(|_| {
+                err(format!(
+                    "http.listen: `{a}` is not an address like 127.0.0.1:8080"
+                ))
+            })?),
+        };
+        let m = raw.mqtt;
+        let version = m.version.unwrap_or(5);
+        if version != 5 && version != 3 {
+            return Err(err(format!("mqtt.version must be 5 or 3, not {version}")));
+        }
+        let embedded = m.embedded_listen.as_deref().unwrap_or("127.0.0.1:1883");
+        let max_packet_bytes = m.max_packet_bytes.unwrap_or(1 << 20);
+        if !(1024..=256 << 20).contains(&max_packet_bytes) {
+            return Err(err(format!(
+                "mqtt.max_packet_bytes must be 1024..=268435456, not {max_packet_bytes}"
+            )));
+        }
+        if m.cert_file.is_some() != m.key_file.is_some() {
+            return Err(err("mqtt.cert_file and mqtt.key_file go together".into()));
+        }
+        let mqtt = MqttSettings {
+            url: MqttUrl::parse(m.url.as_deref().unwrap_or(""))
+                .map_err(|e| err(format!("mqtt.url: {e}")))?,
+            version,
+            client_id: m.client_id.unwrap_or_default(),
+            session_expiry: duration("mqtt.session_expiry", m.session_expiry.as_deref(), "1d")?,
+            keep_alive: duration("mqtt.keep_alive", m.keep_alive.as_deref(), "30s")?,
+            max_packet_bytes,
+            embedded_listen: embedded.parse().map_err(|_| {
+                err(format!(
+                    "mqtt.embedded_listen: `{embedded}` is not an address"
+                ))
+            })?,
+            ca_file: m.ca_file,
+            cert_file: m.cert_file,
+            key_file: m.key_file,
+            username: m.username,
+            password: m.password,
+        };
         Ok(AgentConfig {
+            http_listen,
+            mqtt,
             data_dir: raw.data_dir,
             api_listen,
             workers: raw.runtime.workers.unwrap_or(0),

@@ -6,9 +6,12 @@
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
 //! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
+//! - `broker`: the embedded MQTT 3.1.1 broker (rumqttd; feature `embedded-broker`).
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
 pub mod api;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod config;
 pub mod daemon;
 pub mod paths;
@@ -17,3 +20,4 @@ pub mod runtime;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod triggers;

@@ -182,14 +182,34 @@ impl Pool {
             }
         };
         let pool = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let (inv, init_logs) = pool.run_blocking(id, &event);
-            // Without kv writes the next invocation may start right away.
-            let slot = (!inv.effects.kv_writes.is_empty()).then_some(Slot { _permit: permit });
-            (inv, init_logs, slot)
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || pool.run_with_permit(permit, id, &event)).await;
         Ok(result.expect("an invocation task never panics"))
+    }
+
+    /// [`Pool::invoke`] for a caller already on a blocking thread: runs `event` on this thread
+    /// if a concurrency permit is free right now; `None` (nothing ran) when every instance is
+    /// busy, and the caller queues through [`Pool::invoke`]. Saves the hop to another blocking
+    /// thread (and its wake-up) on the common, uncontended path.
+    pub fn try_run_blocking(
+        &self,
+        id: String,
+        event: &OwnedEvent,
+    ) -> Option<(Invocation, Vec<LogLine>, Option<Slot>)> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.run_with_permit(permit, id, event))
+    }
+
+    fn run_with_permit(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        id: String,
+        event: &OwnedEvent,
+    ) -> (Invocation, Vec<LogLine>, Option<Slot>) {
+        let (inv, init_logs) = self.run_blocking(id, event);
+        // Without kv writes the next invocation may start right away.
+        let slot = (!inv.effects.kv_writes.is_empty()).then_some(Slot { _permit: permit });
+        (inv, init_logs, slot)
     }
 
     /// Runs one event synchronously on this thread (the blocking half of [`Pool::invoke`]).

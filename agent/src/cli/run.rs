@@ -1,10 +1,13 @@
 //! `edgefn-agent run`: the long-running agent (store, admin API, invocation workers).
 
 use anyhow::{bail, Context};
-use edgefn_agent::config::{AgentConfig, DEFAULT_CONFIG};
+use edgefn_agent::broker::EmbeddedBroker;
+use edgefn_agent::config::{AgentConfig, MqttUrl, DEFAULT_CONFIG};
 use edgefn_agent::daemon::Daemon;
 use edgefn_agent::paths;
 use edgefn_agent::store::{Store, StoreOptions, Synchronous};
+use edgefn_agent::triggers::mqtt::MqttConfig;
+use edgefn_agent::triggers::{TriggerConfig, Triggers};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,13 @@ pub struct RunArgs {
     /// Admin API listen address [default: 127.0.0.1:7878]; port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
+    /// HTTP trigger listen address [default: 127.0.0.1:8080]; `off` disables it.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// The gateway's MQTT broker: mqtt://HOST:PORT, mqtts://HOST:PORT, `embedded` (in-process
+    /// broker) or `none` [default: the config's mqtt.url, else none].
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
 }
 
 /// Stack of the threads that run invocations: generous, since wasmi's dispatch uses the host
@@ -34,12 +44,25 @@ pub fn print_config() -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    edgefn_agent::triggers::mqtt::install_crypto_provider();
     let mut config = match &args.config {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
     };
     if let Some(api) = args.api {
         config.api_listen = api;
+    }
+    match args.http.as_deref() {
+        Some("off") => config.http_listen = None,
+        Some(a) => {
+            config.http_listen = Some(a.parse().with_context(|| {
+                format!("--http {a:?} is not an address like 127.0.0.1:8080 or `off`")
+            })?)
+        }
+        None => {}
+    }
+    if let Some(url) = &args.mqtt {
+        config.mqtt.url = MqttUrl::parse(url).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
     }
     let data_dir = args
         .data_dir
@@ -74,9 +97,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {} for the admin API", config.api_listen))?;
         let addr = listener.local_addr()?;
         let daemon = Daemon::new(store, &config);
+        let http = match config.http_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} for the HTTP trigger (--http ADDR or `off`)"))?,
+            ),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let (mqtt, _broker) = mqtt_link(&config, &data_dir)?;
+        if mqtt.is_some() {
+            daemon.enable_outbox();
+        }
+        let mqtt_url = mqtt.as_ref().map(|m| format!("mqtt{}://{}:{} (MQTT {})", if m.tls { "s" } else { "" }, m.host, m.port, if m.version == 5 { "5" } else { "3.1.1" }));
+        let _triggers = Triggers::start(daemon.clone(), TriggerConfig { http, mqtt }).await;
         eprintln!(
-            "edgefn-agent {} ready: admin API http://{addr}, data dir {}, {workers} workers",
+            "edgefn-agent {} ready: admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
             env!("CARGO_PKG_VERSION"),
+            http_addr.map_or("off".to_string(), |a| format!("http://{a}")),
+            mqtt_url.as_deref().unwrap_or("off"),
             data_dir.display()
         );
         let warm = daemon.clone();
@@ -91,6 +131,56 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The MQTT settings to connect with, starting the embedded broker if asked (kept alive by the
+/// returned handle).
+fn mqtt_link(
+    config: &AgentConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(Option<MqttConfig>, Option<EmbeddedBroker>)> {
+    let m = &config.mqtt;
+    let client_id = if m.client_id.is_empty() {
+        default_client_id(data_dir)
+    } else {
+        m.client_id.clone()
+    };
+    let (url, version, broker) = match &m.url {
+        MqttUrl::None => return Ok((None, None)),
+        MqttUrl::External(url) => (url.clone(), m.version, None),
+        MqttUrl::Embedded => {
+            let b = EmbeddedBroker::start_on_free_port_or(m.embedded_listen)
+                .context("cannot start the embedded MQTT broker")?;
+            // rumqttd speaks MQTT 3.1.1 only.
+            (format!("mqtt://{}", b.addr()), 3, Some(b))
+        }
+    };
+    let mut cfg =
+        MqttConfig::from_url(&url, &client_id).map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
+    cfg.version = version;
+    cfg.session_expiry = m.session_expiry;
+    cfg.keep_alive = m.keep_alive;
+    cfg.max_packet_bytes = m.max_packet_bytes;
+    cfg.ca_file = m.ca_file.clone();
+    cfg.client_cert = m.cert_file.clone().zip(m.key_file.clone());
+    cfg.credentials = m
+        .username
+        .clone()
+        .map(|u| (u, m.password.clone().unwrap_or_default()));
+    Ok((Some(cfg), broker))
+}
+
+/// `edgefn-<hostname>-<hash of the data dir>`: stable across restarts (the broker keeps the
+/// session), distinct for two agents on one host.
+fn default_client_id(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: stable across Rust versions, unlike std's DefaultHasher.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("edgefn-{}-{:08x}", host.trim(), h as u32)
 }
 
 async fn shutdown_signal() {

@@ -35,6 +35,9 @@ struct Inner {
     metrics: Metrics,
     retention: Retention,
     retention_interval: Duration,
+    /// Set when an MQTT link runs: function publishes then go to the durable outbox (else they
+    /// are only logged).
+    outbox: std::sync::atomic::AtomicBool,
 }
 
 struct PoolEntry {
@@ -76,8 +79,20 @@ impl Daemon {
                 metrics: Metrics::default(),
                 retention,
                 retention_interval: config.retention_interval,
+                outbox: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Sends function publishes to the durable outbox from now on (an MQTT link drains it).
+    pub fn enable_outbox(&self) {
+        self.inner
+            .outbox
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn publishes_to_outbox(&self) -> bool {
+        self.inner.outbox.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The store.

@@ -20,6 +20,10 @@ pub struct Agent {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT` of the admin API.
     pub url: String,
+    /// `http://127.0.0.1:PORT` of the HTTP trigger (empty when off).
+    pub http_url: String,
+    /// Extra `run` arguments (e.g. `--mqtt URL`), kept across restarts.
+    extra_args: Vec<String>,
     /// Holds `data/` (the agent's data directory) and files the test writes.
     pub dir: TempDir,
     /// Everything the agent wrote to stderr, across restarts.
@@ -29,10 +33,18 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent on a fresh data directory.
     pub fn start(tag: &str) -> Agent {
+        Agent::start_with(tag, &[])
+    }
+
+    /// Starts an agent with extra `run` arguments (the HTTP trigger binds port 0 unless they
+    /// say `--http`).
+    pub fn start_with(tag: &str, extra: &[&str]) -> Agent {
         let dir = TempDir::new(&format!("daemon-{tag}"));
         let mut a = Agent {
             child: None,
             url: String::new(),
+            http_url: String::new(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             stderr: Arc::new(Mutex::new(String::new())),
         };
@@ -59,9 +71,14 @@ impl Agent {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "the agent is already running");
-        let mut child = agent()
-            .args(["run", "--api", "127.0.0.1:0", "--data-dir"])
-            .arg(self.data_dir())
+        let mut cmd = agent();
+        cmd.args(["run", "--api", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir());
+        if !self.extra_args.iter().any(|a| a == "--http") {
+            cmd.args(["--http", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -78,13 +95,16 @@ impl Agent {
                 log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(addr) = ready_address(&line) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send((addr, http_address(&line)));
                     }
                 }
             }
         });
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => self.url = format!("http://{addr}"),
+            Ok((addr, http)) => {
+                self.url = format!("http://{addr}");
+                self.http_url = http.map(|h| format!("http://{h}")).unwrap_or_default();
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -213,6 +233,12 @@ impl Drop for Agent {
 /// `edgefn-agent 0.1.0 ready: admin API http://ADDR, ...` → `ADDR`.
 fn ready_address(line: &str) -> Option<String> {
     let rest = line.split_once(" ready: admin API http://")?.1;
+    Some(rest.split([',', ' ']).next()?.to_string())
+}
+
+/// `..., HTTP trigger http://ADDR, ...` → `ADDR` (`None` when the trigger is off).
+fn http_address(line: &str) -> Option<String> {
+    let rest = line.split_once(" HTTP trigger http://")?.1;
     Some(rest.split([',', ' ']).next()?.to_string())
 }
 

@@ -1,0 +1,365 @@
+//! Delivery of events to mapped functions: sync (one attempt) or async (retries with backoff,
+//! then destinations or a dead letter), with everything an outcome implies committed in the same
+//! transaction as the invocation's final record (docs/triggers.md).
+
+use crate::daemon::{Daemon, InvokeError, InvokeRequest, Invoked};
+use crate::pool::OwnedEvent;
+use crate::runtime::Invocation;
+use crate::store::{
+    CommitExtra, DeadLetter, Destination, OutboxMessage, Qualifier, QueuedEvent, Reply,
+};
+use std::time::Duration;
+
+/// Destinations chain at most this deep (`function:` destinations invoking each other).
+pub const MAX_DEPTH: u32 = 8;
+
+/// Where an event goes and how.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The mapping it came through (`None` for a direct function destination).
+    pub mapping_id: Option<String>,
+    pub function: String,
+    pub qualifier: String,
+    /// Retries after the first attempt (async only).
+    pub retries: u32,
+    pub on_success: Option<Destination>,
+    pub on_failure: Option<Destination>,
+}
+
+impl Route {
+    /// The route of a mapping.
+    pub fn of(m: &crate::store::Mapping) -> Route {
+        Route {
+            mapping_id: Some(m.id.clone()),
+            function: m.function.clone(),
+            qualifier: m.qualifier.clone(),
+            retries: m.retries,
+            on_success: m.on_success.clone(),
+            on_failure: m.on_failure.clone(),
+        }
+    }
+}
+
+/// What the caller commits along with the final outcome (the MQTT dedup mark, the queue row
+/// being consumed), and how to answer (MQTT 5 response topic).
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    pub dedup_mark: Option<(String, u16)>,
+    pub dequeue: Option<i64>,
+    pub reply: Option<Reply>,
+    /// How many destinations led here.
+    pub depth: u32,
+}
+
+/// How a delivery ended.
+#[derive(Debug)]
+pub enum Delivered {
+    /// The function succeeded (after `attempts` attempts).
+    Success { invoked: Invoked, attempts: u32 },
+    /// Every attempt failed; the failure went to `on_failure` or a dead letter.
+    Failed { attempts: u32, error: String },
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    daemon: Daemon,
+}
+
+/// Delay before retry `n` (1-based): 100 ms doubling, capped at 10 s.
+pub fn retry_delay(n: u32) -> Duration {
+    Duration::from_millis(
+        100u64
+            .saturating_mul(1 << (n.saturating_sub(1)).min(7))
+            .min(10_000),
+    )
+}
+
+impl Dispatcher {
+    pub fn new(daemon: Daemon) -> Dispatcher {
+        Dispatcher { daemon }
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// One attempt, no retries (HTTP); destinations apply as for async deliveries.
+    pub async fn sync(
+        &self,
+        route: &Route,
+        event: OwnedEvent,
+        carry: Carry,
+    ) -> Result<Invoked, InvokeError> {
+        let req = self.request(route, event.clone())?;
+        let (r, e) = (route.clone(), event);
+        self.daemon
+            .invoke_then(req, move |inv| final_extra(&r, &e, inv, &carry, 1, true))
+            .await
+    }
+
+    /// Async delivery: attempts with backoff until success or `retries` are used up.
+    pub async fn deliver(&self, route: &Route, mut event: OwnedEvent, carry: Carry) -> Delivered {
+        let attempts = route.retries + 1;
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            event.attempt = attempt;
+            let last = attempt == attempts;
+            let req = match self.request(route, event.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    return self
+                        .refuse(route, &event, &carry, attempt, e.to_string())
+                        .await
+                }
+            };
+            let (r, e, c) = (route.clone(), event.clone(), carry.clone());
+            let result = self
+                .daemon
+                .invoke_then(req, move |inv| {
+                    final_extra(&r, &e, inv, &c, attempt, last || inv.is_success())
+                })
+                .await;
+            match result {
+                Ok(invoked) if invoked.invocation.is_success() => {
+                    return Delivered::Success {
+                        invoked,
+                        attempts: attempt,
+                    }
+                }
+                Ok(invoked) => {
+                    last_error = format!(
+                        "{}: {}",
+                        invoked.invocation.outcome,
+                        invoked.invocation.error.unwrap_or_default()
+                    )
+                }
+                // Throttled: a failed attempt like any other, retried after the backoff.
+                Err(InvokeError::Throttled { throttled, .. }) => last_error = throttled.to_string(),
+                // Disabled, unknown function/version/alias, unusable module: retrying cannot help.
+                Err(e) => {
+                    return self
+                        .refuse(route, &event, &carry, attempt, e.to_string())
+                        .await
+                }
+            }
+            if last {
+                if matches!(result_kind(&last_error), Kind::Throttled) {
+                    // The throttled last attempt left no record to carry the extras: commit them now.
+                    return self
+                        .refuse(route, &event, &carry, attempt, last_error)
+                        .await;
+                }
+                return Delivered::Failed {
+                    attempts,
+                    error: last_error,
+                };
+            }
+            tokio::time::sleep(retry_delay(attempt)).await;
+        }
+        Delivered::Failed {
+            attempts,
+            error: last_error,
+        }
+    }
+
+    fn request(&self, route: &Route, event: OwnedEvent) -> Result<InvokeRequest, InvokeError> {
+        Ok(InvokeRequest {
+            function: route.function.clone(),
+            qualifier: Qualifier::parse(&route.qualifier)?,
+            invocation_id: ulid::Ulid::new().to_string(),
+            event,
+        })
+    }
+
+    /// An event that cannot run at all: its failure path (on_failure or dead letter) and the
+    /// carried marks are committed without an invocation record.
+    async fn refuse(
+        &self,
+        route: &Route,
+        event: &OwnedEvent,
+        carry: &Carry,
+        attempts: u32,
+        error: String,
+    ) -> Delivered {
+        let mut extra = failure_extra(route, event, carry, attempts, "rejected", &error);
+        extra.dedup_mark = carry.dedup_mark.clone();
+        extra.dequeue = carry.dequeue;
+        let store = self.daemon.store().clone();
+        match tokio::task::spawn_blocking(move || store.commit_extra(&extra)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("edgefn-agent: cannot record a refused event: {e}"),
+            Err(e) => eprintln!("edgefn-agent: cannot record a refused event: {e}"),
+        }
+        Delivered::Failed { attempts, error }
+    }
+}
+
+enum Kind {
+    Throttled,
+    Other,
+}
+
+fn result_kind(error: &str) -> Kind {
+    if error.starts_with("throttled") {
+        Kind::Throttled
+    } else {
+        Kind::Other
+    }
+}
+
+/// The extras of an attempt: nothing unless it is the final one.
+fn final_extra(
+    route: &Route,
+    event: &OwnedEvent,
+    inv: &Invocation,
+    carry: &Carry,
+    attempt: u32,
+    is_final: bool,
+) -> CommitExtra {
+    if !is_final {
+        return CommitExtra::default();
+    }
+    let mut extra = if inv.is_success() {
+        success_extra(route, inv, carry)
+    } else {
+        let error = inv.error.clone().unwrap_or_default();
+        failure_extra(route, event, carry, attempt, inv.outcome.as_str(), &error)
+    };
+    extra.dedup_mark = carry.dedup_mark.clone();
+    extra.dequeue = carry.dequeue;
+    extra
+}
+
+fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra {
+    let mut extra = CommitExtra::default();
+    if let Some(reply) = &carry.reply {
+        extra.outbox.push(OutboxMessage::new(
+            &reply.topic,
+            inv.response.clone(),
+            1,
+            reply.correlation.clone(),
+        ));
+    }
+    match &route.on_success {
+        Some(Destination::Topic(t)) => {
+            extra
+                .outbox
+                .push(OutboxMessage::new(t, inv.response.clone(), 1, None))
+        }
+        Some(Destination::Function { .. }) if carry.depth >= MAX_DEPTH => {
+            let event = QueuedEvent::new(
+                inv.id.clone(),
+                edgefn_sdk::abi::source::FUNCTION,
+                route.function.clone(),
+                inv.response.clone(),
+            );
+            let error = format!(
+                "destination chain deeper than {MAX_DEPTH}: not invoking {}",
+                route
+                    .on_success
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            );
+            extra.dead_letter = Some(DeadLetter::new(
+                route.mapping_id.clone(),
+                &route.function,
+                &route.qualifier,
+                event,
+                1,
+                "rejected",
+                &error,
+            ));
+        }
+        Some(Destination::Function { name, qualifier }) => {
+            let next = QueuedEvent {
+                id: format!("{}:{}", inv.id, name),
+                source: edgefn_sdk::abi::source::FUNCTION.into(),
+                subject: route.function.clone(),
+                time_ms: crate::runtime::now_ms(),
+                content_type: String::new(),
+                data: inv.response.clone(),
+                attempt: 1,
+                depth: carry.depth + 1,
+                reply: None,
+            };
+            extra
+                .enqueue
+                .push((destination_target(name, qualifier), next));
+        }
+        None => {}
+    }
+    extra
+}
+
+fn failure_extra(
+    route: &Route,
+    event: &OwnedEvent,
+    carry: &Carry,
+    attempts: u32,
+    outcome: &str,
+    error: &str,
+) -> CommitExtra {
+    use base64::Engine as _;
+    let mut extra = CommitExtra::default();
+    let envelope = serde_json::json!({
+        "mapping": route.mapping_id,
+        "function": route.function,
+        "qualifier": route.qualifier,
+        "outcome": outcome,
+        "error": error,
+        "attempts": attempts,
+        "event_id": event.id,
+        "source": event.source,
+        "subject": event.subject,
+        "data_base64": base64::engine::general_purpose::STANDARD.encode(&event.data),
+    });
+    let body = serde_json::to_vec(&envelope).expect("JSON of plain values");
+    let queued = QueuedEvent {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        subject: event.subject.clone(),
+        time_ms: event.time_ms,
+        content_type: event.content_type.clone(),
+        data: event.data.clone(),
+        attempt: attempts,
+        depth: carry.depth,
+        reply: carry.reply.clone(),
+    };
+    match &route.on_failure {
+        Some(Destination::Topic(t)) => extra.outbox.push(OutboxMessage::new(t, body, 1, None)),
+        Some(Destination::Function { name, qualifier }) if carry.depth < MAX_DEPTH => {
+            let next = QueuedEvent {
+                id: format!("{}:failed:{}", event.id, name),
+                source: edgefn_sdk::abi::source::FUNCTION.into(),
+                subject: route.function.clone(),
+                time_ms: crate::runtime::now_ms(),
+                content_type: "application/json".into(),
+                data: body,
+                attempt: 1,
+                depth: carry.depth + 1,
+                reply: None,
+            };
+            extra
+                .enqueue
+                .push((destination_target(name, qualifier), next));
+        }
+        _ => {
+            extra.dead_letter = Some(DeadLetter::new(
+                route.mapping_id.clone(),
+                &route.function,
+                &route.qualifier,
+                queued,
+                attempts,
+                outcome,
+                error,
+            ))
+        }
+    }
+    extra
+}
+
+/// The queue target of a `function:` destination.
+pub fn destination_target(name: &str, qualifier: &str) -> String {
+    format!("function:{name}:{qualifier}")
+}

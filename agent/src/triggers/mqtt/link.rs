@@ -1,0 +1,299 @@
+//! The MQTT link actor: owns the connection (`run(self)`), follows the mapping set, hands
+//! messages to the dispatcher, sends acks in arrival order once committed, and drains the outbox.
+
+use super::acks::{AckQueue, Ticket};
+use super::wire::{self, AckToken, Client, Message, Notice};
+use super::MqttConfig;
+use crate::pool::OwnedEvent;
+use crate::runtime::topic;
+use crate::store::{Mapping, QueuedEvent, Reply, Source, Store};
+use crate::triggers::dispatch::{Carry, Dispatcher, Route};
+use crate::triggers::Mappings;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Outbox rows in flight at once.
+const OUTBOX_WINDOW: usize = 256;
+
+pub struct Link {
+    cfg: MqttConfig,
+    dispatcher: Dispatcher,
+    mappings: Mappings,
+    /// Dedup session key: broker + client id (packet ids are per session).
+    session: String,
+}
+
+/// Publishes from the outbox in flight: rows sent in order wait for their packet id
+/// (`Notice::Sent`), then for the broker's ack.
+#[derive(Default)]
+struct Outbox {
+    /// Highest outbox seq handed to the client.
+    sent_upto: i64,
+    /// Sent rows waiting for rumqttc to report their packet id, in send order: (seq, qos).
+    awaiting_pkid: VecDeque<(i64, u8)>,
+    /// Packet id → outbox seq, waiting for PUBACK/PUBCOMP.
+    awaiting_ack: HashMap<u16, i64>,
+}
+
+impl Link {
+    pub fn new(cfg: MqttConfig, dispatcher: Dispatcher, mappings: Mappings) -> Link {
+        let session = format!("{}:{}/{}", cfg.host, cfg.port, cfg.client_id);
+        Link {
+            cfg,
+            dispatcher,
+            mappings,
+            session,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.dispatcher.daemon().store()
+    }
+
+    /// Runs until the task is aborted; reconnects with capped exponential backoff.
+    pub async fn run(self) {
+        let (client, mut events) = match wire::connect(&self.cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("edgefn-agent: MQTT disabled: {e}");
+                return;
+            }
+        };
+        let mut acks: AckQueue<AckToken> = AckQueue::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Ticket, AckToken)>();
+        let mut subscribed: BTreeMap<String, u8> = BTreeMap::new();
+        let mut outbox = Outbox::default();
+        let mut failures = 0u32;
+        let mut connected = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut mappings = self.mappings.clone();
+        loop {
+            tokio::select! {
+                ev = events.poll() => match ev {
+                    Ok(Notice::Connected { session_present }) => {
+                        connected = true;
+                        failures = 0;
+                        eprintln!("edgefn-agent: MQTT connected to {}:{} (session present: {session_present})", self.cfg.host, self.cfg.port);
+                        // Resubscribe everything: a lost session lost its subscriptions.
+                        subscribed.clear();
+                        self.sync_subscriptions(&client, &mut subscribed).await;
+                        if !session_present {
+                            // rumqttc dropped its in-flight publishes: send the outbox again.
+                            outbox = Outbox::default();
+                        }
+                        self.pump_outbox(&client, &mut outbox).await;
+                    }
+                    Ok(Notice::Message(m)) => self.on_message(m, &mut acks, &done_tx),
+                    Ok(Notice::Sent(pkid)) => {
+                        if let Some((seq, qos)) = outbox.awaiting_pkid.pop_front() {
+                            if qos == 0 {
+                                self.delete_outbox(vec![seq]).await;
+                            } else {
+                                outbox.awaiting_ack.insert(pkid, seq);
+                            }
+                        }
+                    }
+                    Ok(Notice::Acked(pkid)) => {
+                        if let Some(seq) = outbox.awaiting_ack.remove(&pkid) {
+                            self.delete_outbox(vec![seq]).await;
+                        }
+                    }
+                    Ok(Notice::Other) => {}
+                    Err(e) => {
+                        if connected {
+                            eprintln!("edgefn-agent: MQTT connection lost: {e}");
+                        }
+                        connected = false;
+                        // Unacked messages will be redelivered by the broker; forget their acks.
+                        acks.reset();
+                        failures += 1;
+                        tokio::time::sleep(wire::backoff(failures)).await;
+                    }
+                },
+                Some((ticket, token)) = done_rx.recv() => {
+                    for token in acks.finish(ticket, token) {
+                        if let Err(e) = client.ack(&token).await {
+                            eprintln!("edgefn-agent: MQTT ack failed: {e}");
+                        }
+                    }
+                }
+                changed = mappings.changed() => {
+                    if changed.is_err() { return; }
+                    if connected {
+                        self.sync_subscriptions(&client, &mut subscribed).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    if connected {
+                        self.pump_outbox(&client, &mut outbox).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes to the filters of the MQTT mappings (highest QoS per filter), unsubscribes
+    /// from filters no mapping uses any more.
+    async fn sync_subscriptions(&self, client: &Client, subscribed: &mut BTreeMap<String, u8>) {
+        let mut want: BTreeMap<String, u8> = BTreeMap::new();
+        for m in self.mappings.borrow().iter() {
+            if let Source::Mqtt {
+                filter,
+                qos,
+                shared_group,
+            } = &m.source
+            {
+                let f = match shared_group {
+                    Some(g) => format!("$share/{g}/{filter}"),
+                    None => filter.clone(),
+                };
+                let q = want.entry(f).or_insert(0);
+                *q = (*q).max(*qos);
+            }
+        }
+        for (f, _) in subscribed
+            .clone()
+            .iter()
+            .filter(|(f, _)| !want.contains_key(*f))
+        {
+            let _ = client.unsubscribe(f).await;
+            subscribed.remove(f);
+        }
+        for (f, q) in &want {
+            if subscribed.get(f) != Some(q) {
+                match client.subscribe(f, *q).await {
+                    Ok(()) => {
+                        subscribed.insert(f.clone(), *q);
+                    }
+                    Err(e) => eprintln!("edgefn-agent: MQTT subscribe {f} failed: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Hands a message to every mapping whose filter matches; its ack (QoS ≥ 1) is released
+    /// once all of them committed.
+    fn on_message(
+        &self,
+        m: Message,
+        acks: &mut AckQueue<AckToken>,
+        done: &mpsc::UnboundedSender<(Ticket, AckToken)>,
+    ) {
+        let targets: Vec<Mapping> = self
+            .mappings
+            .borrow()
+            .iter()
+            .filter(|mp| matches!(&mp.source, Source::Mqtt { filter, .. } if topic::matches(filter, &m.topic)))
+            .cloned()
+            .collect();
+        let ticket = (m.qos > 0).then(|| acks.arrive());
+        let dispatcher = self.dispatcher.clone();
+        let session = self.session.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let store = dispatcher.daemon().store().clone();
+            for mapping in targets {
+                let mark = (m.qos > 0).then(|| (format!("{session}|{}", mapping.id), m.pkid));
+                if let (true, Some((s, pkid))) = (m.dup, &mark) {
+                    // A redelivery of a message this mapping already committed: ack only.
+                    let (st, s2, p) = (store.clone(), s.clone(), *pkid);
+                    if let Ok(Ok(true)) =
+                        tokio::task::spawn_blocking(move || st.dedup_is_marked(&s2, p)).await
+                    {
+                        continue;
+                    }
+                }
+                let event = OwnedEvent {
+                    id: format!("mqtt-{}", ulid::Ulid::new()),
+                    source: edgefn_sdk::abi::source::MQTT.into(),
+                    subject: m.topic.clone(),
+                    time_ms: crate::runtime::now_ms(),
+                    content_type: m.content_type.clone().unwrap_or_default(),
+                    data: m.payload.to_vec(),
+                    attempt: 1,
+                };
+                let reply = m.response_topic.clone().map(|topic| Reply {
+                    topic,
+                    correlation: m.correlation.as_ref().map(|c| c.to_vec()),
+                });
+                let carry = Carry {
+                    dedup_mark: mark,
+                    dequeue: None,
+                    reply,
+                    depth: 0,
+                };
+                if mapping.enabled {
+                    dispatcher.deliver(&Route::of(&mapping), event, carry).await;
+                } else {
+                    // Paused: queue durably (with the dedup mark), deliver on resume.
+                    let queued = QueuedEvent::from_event(&event, 0, carry.reply.clone());
+                    let extra = crate::store::CommitExtra {
+                        enqueue: vec![(format!("mapping:{}", mapping.id), queued)],
+                        dedup_mark: carry.dedup_mark.clone(),
+                        ..Default::default()
+                    };
+                    let st = store.clone();
+                    match tokio::task::spawn_blocking(move || st.commit_extra(&extra)).await {
+                        Ok(Ok(_)) => {}
+                        other => {
+                            // Not committed: leave the message unacknowledged for redelivery.
+                            eprintln!("edgefn-agent: cannot queue an MQTT message for a paused mapping: {other:?}");
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Some(t) = ticket {
+                let _ = done.send((t, m.token));
+            }
+        });
+    }
+
+    /// Sends outbox rows not yet sent, up to the window.
+    async fn pump_outbox(&self, client: &Client, outbox: &mut Outbox) {
+        let in_flight = outbox.awaiting_pkid.len() + outbox.awaiting_ack.len();
+        if in_flight >= OUTBOX_WINDOW {
+            return;
+        }
+        let (store, after, limit) = (
+            self.store().clone(),
+            outbox.sent_upto,
+            OUTBOX_WINDOW - in_flight,
+        );
+        let rows =
+            match tokio::task::spawn_blocking(move || store.outbox_pending(limit as u32, after))
+                .await
+            {
+                Ok(Ok(rows)) => rows,
+                _ => return,
+            };
+        for row in rows {
+            let qos = row.qos.min(2);
+            match client
+                .publish(
+                    &row.topic,
+                    qos,
+                    row.payload.into(),
+                    row.correlation.map(Into::into),
+                    &row.message_id,
+                )
+                .await
+            {
+                Ok(()) => {
+                    outbox.sent_upto = row.seq;
+                    outbox.awaiting_pkid.push_back((row.seq, qos));
+                }
+                Err(e) => {
+                    eprintln!("edgefn-agent: MQTT publish to {} failed: {e}", row.topic);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn delete_outbox(&self, seqs: Vec<i64>) {
+        let store = self.store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.outbox_delete_many(&seqs)).await;
+    }
+}
