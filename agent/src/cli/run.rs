@@ -1,7 +1,7 @@
 //! `edgefn-agent run`: the long-running agent (store, admin API, invocation workers).
 
 use anyhow::{bail, Context};
-use edgefn_agent::broker::EmbeddedBroker;
+use edgefn_agent::broker::{BrokerOptions, EmbeddedBroker};
 use edgefn_agent::config::{AgentConfig, MqttUrl, DEFAULT_CONFIG};
 use edgefn_agent::daemon::Daemon;
 use edgefn_agent::paths;
@@ -149,7 +149,11 @@ fn mqtt_link(
         MqttUrl::None => return Ok((None, None)),
         MqttUrl::External(url) => (url.clone(), m.version, None),
         MqttUrl::Embedded => {
-            let b = EmbeddedBroker::start_on_free_port_or(m.embedded_listen)
+            let options = BrokerOptions {
+                max_packet_bytes: m.max_packet_bytes,
+                ..BrokerOptions::default()
+            };
+            let b = EmbeddedBroker::start_on_free_port_or_with(m.embedded_listen, &options)
                 .context("cannot start the embedded MQTT broker")?;
             // rumqttd speaks MQTT 3.1.1 only.
             (format!("mqtt://{}", b.addr()), 3, Some(b))
