@@ -45,12 +45,13 @@ say stats alert --qualifier prod --series 1m
 echo; echo "== triggers: an HTTP route, an MQTT topic and a schedule"
 say function create celsius --module "$wasm/celsius.wasm"
 say function create counter --module "$wasm/counter.wasm"
+say function create echo --module "$wasm/echo.wasm"
 # POST /celsius runs celsius; it publishes each converted reading to bench/out/<last topic level>.
 say mapping create --function celsius --http /celsius --name to-fahrenheit
 # Every message on bench/out/# runs counter (the MQTT trigger, through the embedded broker).
 say mapping create --function counter --mqtt 'bench/out/#' --qos 1 --name count-readings
-# And a schedule: every 2 seconds.
-say mapping create --function counter --every 2s --name heartbeat
+# And a schedule: echo every 2 seconds.
+say mapping create --function echo --every 2s --name heartbeat
 say mapping list
 echo
 for t in 18.5 19.0 21.5; do
@@ -65,4 +66,5 @@ for t in 18.5 19.0 21.5; do
 done
 sleep 5
 say stats counter --window 5m
-echo; echo "(counter ran once per converted reading over MQTT, plus the heartbeat schedule)"
+say stats echo --window 5m
+echo; echo "(counter ran once per converted reading, over MQTT; echo once per heartbeat)"
