@@ -53,6 +53,7 @@ say mapping create --function counter --mqtt 'bench/out/#' --qos 1 --name count-
 # And a schedule: echo every 2 seconds.
 say mapping create --function echo --every 2s --name heartbeat
 say mapping list
+sleep 1   # mappings take effect within ~200 ms; give the MQTT subscription a moment
 echo
 for t in 18.5 19.0 21.5; do
   body="{\"seq\":1,\"ts_us\":0,\"temp\":$t}"
