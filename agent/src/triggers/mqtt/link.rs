@@ -24,6 +24,46 @@ pub struct Link {
     session: String,
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls rumqttc's event loop on a task of its own and forwards what it reports; after a
+/// connection error it waits the reconnect backoff before polling again (which reconnects).
+///
+/// `EventLoop::poll` is not cancel-safe: as a `select!` branch it was dropped whenever another
+/// branch won (an ack to send, the outbox tick), and dropped mid-connect it closes the connection
+/// it just opened, so the link connected twice (or more) on every (re)connect.
+fn poll_in_background(
+    mut events: wire::EventLoop,
+) -> (mpsc::UnboundedReceiver<Result<Notice, String>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let ev = events.poll().await;
+            match &ev {
+                Ok(Notice::Connected { .. }) => failures = 0,
+                Err(_) => failures += 1,
+                Ok(_) => {}
+            }
+            let failed = ev.is_err();
+            if tx.send(ev).is_err() {
+                return;
+            }
+            if failed {
+                tokio::time::sleep(wire::backoff(failures)).await;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
 /// Publishes from the outbox in flight: rows sent in order wait for their packet id
 /// (`Notice::Sent`), then for the broker's ack.
 #[derive(Default)]
@@ -53,27 +93,26 @@ impl Link {
 
     /// Runs until the task is aborted; reconnects with capped exponential backoff.
     pub async fn run(self) {
-        let (client, mut events) = match wire::connect(&self.cfg) {
+        let (client, events) = match wire::connect(&self.cfg) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("edgefn-agent: MQTT disabled: {e}");
                 return;
             }
         };
+        let (mut notices, _poller) = poll_in_background(events);
         let mut acks: AckQueue<AckToken> = AckQueue::default();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Ticket, AckToken)>();
         let mut subscribed: BTreeMap<String, u8> = BTreeMap::new();
         let mut outbox = Outbox::default();
-        let mut failures = 0u32;
         let mut connected = false;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut mappings = self.mappings.clone();
         loop {
             tokio::select! {
-                ev = events.poll() => match ev {
+                Some(ev) = notices.recv() => match ev {
                     Ok(Notice::Connected { session_present }) => {
                         connected = true;
-                        failures = 0;
                         eprintln!("edgefn-agent: MQTT connected to {}:{} (session present: {session_present})", self.cfg.host, self.cfg.port);
                         // Resubscribe everything: a lost session lost its subscriptions.
                         subscribed.clear();
@@ -107,8 +146,6 @@ impl Link {
                         connected = false;
                         // Unacked messages will be redelivered by the broker; forget their acks.
                         acks.reset();
-                        failures += 1;
-                        tokio::time::sleep(wire::backoff(failures)).await;
                     }
                 },
                 Some((ticket, token)) = done_rx.recv() => {
