@@ -49,6 +49,10 @@ pub struct Carry {
     pub reply: Option<Reply>,
     /// How many destinations led here.
     pub depth: u32,
+    /// The event is held durably upstream (an unacknowledged MQTT QoS 1/2 message, a queue
+    /// row): a throttled attempt is backpressure, not a failure. It waits and tries again
+    /// without using up an attempt, instead of ending as a dead letter under load.
+    pub hold_when_throttled: bool,
 }
 
 /// How a delivery ended.
@@ -64,6 +68,10 @@ pub enum Delivered {
 pub struct Dispatcher {
     daemon: Daemon,
 }
+
+/// Longest wait before a held event (see [`Carry::hold_when_throttled`]) tries its throttled
+/// attempt again.
+const THROTTLED_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// Delay before retry `n` (1-based): 100 ms doubling, capped at 10 s.
 pub fn retry_delay(n: u32) -> Duration {
@@ -101,7 +109,9 @@ impl Dispatcher {
     pub async fn deliver(&self, route: &Route, mut event: OwnedEvent, carry: Carry) -> Delivered {
         let attempts = route.retries + 1;
         let mut last_error = String::new();
-        for attempt in 1..=attempts {
+        let mut attempt = 1;
+        let mut throttled_in_a_row = 0;
+        while attempt <= attempts {
             event.attempt = attempt;
             let last = attempt == attempts;
             let req = match self.request(route, event.clone()) {
@@ -133,6 +143,13 @@ impl Dispatcher {
                         invoked.invocation.error.unwrap_or_default()
                     )
                 }
+                // Backpressure: the same attempt again once the function has room.
+                Err(InvokeError::Throttled { .. }) if carry.hold_when_throttled => {
+                    throttled_in_a_row += 1;
+                    tokio::time::sleep(retry_delay(throttled_in_a_row).min(THROTTLED_WAIT_MAX))
+                        .await;
+                    continue;
+                }
                 // Throttled: a failed attempt like any other, retried after the backoff.
                 Err(InvokeError::Throttled { throttled, .. }) => last_error = throttled.to_string(),
                 // Disabled, unknown function/version/alias, unusable module: retrying cannot help.
@@ -154,7 +171,9 @@ impl Dispatcher {
                     error: last_error,
                 };
             }
+            throttled_in_a_row = 0;
             tokio::time::sleep(retry_delay(attempt)).await;
+            attempt += 1;
         }
         Delivered::Failed {
             attempts,

@@ -181,6 +181,8 @@ async fn queue_worker(dispatcher: Dispatcher, mappings: Mappings) {
                 dequeue: Some(row.seq),
                 reply: row.event.reply.clone(),
                 depth: row.event.depth,
+                // The row stays queued until the final outcome commits.
+                hold_when_throttled: true,
             };
             dispatcher
                 .deliver(&route, row.event.to_event(), carry)

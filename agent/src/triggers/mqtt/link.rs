@@ -10,8 +10,9 @@ use crate::store::{Mapping, QueuedEvent, Reply, Source, Store};
 use crate::triggers::dispatch::{Carry, Dispatcher, Route};
 use crate::triggers::Mappings;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Outbox rows in flight at once.
 const OUTBOX_WINDOW: usize = 256;
@@ -101,6 +102,11 @@ impl Link {
             }
         };
         let (mut notices, _poller) = poll_in_background(events);
+        // Messages being processed at once. Mosquitto 2.0.11 does not hold to our MQTT 5
+        // receive maximum once acks flow (measured: ~300 unacknowledged of a 1,000 burst), and
+        // QoS 0 has no flow control at all: unbounded, a burst became one task per message, far
+        // more than a function's queue takes, throttled into dead letters.
+        let in_progress = Arc::new(Semaphore::new(wire::RECEIVE_MAXIMUM as usize));
         let mut acks: AckQueue<AckToken> = AckQueue::default();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Ticket, AckToken)>();
         let mut subscribed: BTreeMap<String, u8> = BTreeMap::new();
@@ -123,7 +129,16 @@ impl Link {
                         }
                         self.pump_outbox(&client, &mut outbox).await;
                     }
-                    Ok(Notice::Message(m)) => self.on_message(m, &mut acks, &done_tx),
+                    Ok(Notice::Message(m)) => {
+                        // Waits (holding back this loop, not the messages in progress, which
+                        // release their permits as they finish) while the window is full.
+                        let permit = in_progress
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the semaphore is never closed");
+                        self.on_message(m, &mut acks, &done_tx, permit)
+                    }
                     Ok(Notice::Sent(pkid)) => {
                         if let Some((seq, qos)) = outbox.awaiting_pkid.pop_front() {
                             if qos == 0 {
@@ -216,6 +231,7 @@ impl Link {
         m: Message,
         acks: &mut AckQueue<AckToken>,
         done: &mpsc::UnboundedSender<(Ticket, AckToken)>,
+        permit: OwnedSemaphorePermit,
     ) {
         let targets: Vec<Mapping> = self
             .mappings
@@ -229,6 +245,7 @@ impl Link {
         let session = self.session.clone();
         let done = done.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let store = dispatcher.daemon().store().clone();
             for mapping in targets {
                 let mark = (m.qos > 0).then(|| (format!("{session}|{}", mapping.id), m.pkid));
@@ -259,6 +276,8 @@ impl Link {
                     dequeue: None,
                     reply,
                     depth: 0,
+                    // Unacknowledged, so the broker holds it: wait out a throttle.
+                    hold_when_throttled: m.qos > 0,
                 };
                 if mapping.enabled {
                     dispatcher.deliver(&Route::of(&mapping), event, carry).await;

@@ -71,6 +71,12 @@ fn qos4(q: u8) -> rumqttc::QoS {
     }
 }
 
+/// QoS 1/2 messages the broker may send us before we acknowledge (MQTT 5 receive maximum; an
+/// MQTT 3.1.1 broker applies its own limit, Mosquitto's `max_inflight_messages`, default 20).
+/// Acks wait for commits, so this is the commit pipeline's depth; it stays within a function's
+/// default queue (`max_queue` 64 plus the running one).
+pub const RECEIVE_MAXIMUM: u16 = 64;
+
 /// Builds the client and its event loop (nothing connects until the loop is polled).
 pub fn connect(cfg: &MqttConfig) -> Result<(Client, EventLoop), String> {
     let transport = cfg.transport()?;
@@ -87,6 +93,10 @@ pub fn connect(cfg: &MqttConfig) -> Result<(Client, EventLoop), String> {
                 cfg.session_expiry.as_secs().min(u32::MAX as u64) as u32
             ))
             .set_manual_acks(true)
+            // Flow control: without it an MQTT 5 broker may send up to 65,535 QoS 1/2 messages
+            // before our first ack. (Mosquitto 2.0.11 exceeds it once acks flow, so the link
+            // also bounds the messages in progress itself.)
+            .set_receive_maximum(Some(RECEIVE_MAXIMUM))
             .set_max_packet_size(Some(cfg.max_packet_bytes as u32))
             .set_transport(transport)
             .set_request_channel_capacity(cap);
