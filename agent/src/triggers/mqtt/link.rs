@@ -139,6 +139,11 @@ impl Link {
                             .expect("the semaphore is never closed");
                         self.on_message(m, &mut acks, &done_tx, permit)
                     }
+                    // rumqttc resending an unacknowledged publish of the resumed session: a
+                    // row already waiting for its ack, not the next one sent. (Taking it for
+                    // the next row mismatched rows and packet ids after a broker restart: rows
+                    // deleted on another row's ack, others never deleted.)
+                    Ok(Notice::Sent(pkid)) if pkid != 0 && outbox.awaiting_ack.contains_key(&pkid) => {}
                     Ok(Notice::Sent(pkid)) => {
                         if let Some((seq, qos)) = outbox.awaiting_pkid.pop_front() {
                             if qos == 0 {
