@@ -23,6 +23,73 @@ pub struct Link {
     mappings: Mappings,
     /// Dedup session key: broker + client id (packet ids are per session).
     session: String,
+    in_progress: InProgress,
+}
+
+/// The QoS 1/2 packet ids being processed. After a reconnect the broker redelivers (`dup`) a
+/// message whose first delivery may still be running here (a slow function, a long retry
+/// backoff); its dedup mark is not written yet, so the redelivery ran the function a second
+/// time. Now a redelivery first waits for the delivery in progress of its packet id to finish.
+#[derive(Clone, Default)]
+struct InProgress(Arc<std::sync::Mutex<HashMap<u16, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// A packet id claimed in arrival order: held at once, or to wait for.
+enum Claim {
+    Held(Claimed),
+    Wait(InProgress, u16, Arc<tokio::sync::Mutex<()>>),
+}
+
+/// A held packet id; released on drop.
+struct Claimed {
+    map: InProgress,
+    pkid: u16,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl InProgress {
+    /// Claims `pkid` for the message that just arrived (synchronously, so claims follow the
+    /// arrival order).
+    fn claim(&self, pkid: u16) -> Claim {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(pkid).or_default().clone()
+        };
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => Claim::Held(Claimed {
+                map: self.clone(),
+                pkid,
+                guard: Some(guard),
+            }),
+            Err(_) => Claim::Wait(self.clone(), pkid, lock),
+        }
+    }
+}
+
+impl Claim {
+    /// Waits until the earlier delivery of the same packet id, if any, has finished.
+    async fn acquire(self) -> Claimed {
+        match self {
+            Claim::Held(c) => c,
+            Claim::Wait(map, pkid, lock) => Claimed {
+                map,
+                pkid,
+                guard: Some(lock.lock_owned().await),
+            },
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.pkid)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.pkid);
+        }
+    }
 }
 
 /// Aborts a task when dropped.
@@ -85,6 +152,7 @@ impl Link {
             dispatcher,
             mappings,
             session,
+            in_progress: InProgress::default(),
         }
     }
 
@@ -246,11 +314,16 @@ impl Link {
             .cloned()
             .collect();
         let ticket = (m.qos > 0).then(|| acks.arrive());
+        let claim = (m.qos > 0).then(|| self.in_progress.claim(m.pkid));
         let dispatcher = self.dispatcher.clone();
         let session = self.session.clone();
         let done = done.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _claimed = match claim {
+                Some(c) => Some(c.acquire().await),
+                None => None,
+            };
             let store = dispatcher.daemon().store().clone();
             for mapping in targets {
                 let mark = (m.qos > 0).then(|| (format!("{session}|{}", mapping.id), m.pkid));
