@@ -9,10 +9,10 @@ use crate::runtime::topic;
 use crate::store::{Mapping, QueuedEvent, Reply, Source, Store};
 use crate::triggers::dispatch::{Carry, Dispatcher, Route};
 use crate::triggers::Mappings;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Outbox rows in flight at once.
 const OUTBOX_WINDOW: usize = 256;
@@ -24,6 +24,10 @@ pub struct Link {
     /// Dedup session key: broker + client id (packet ids are per session).
     session: String,
     in_progress: InProgress,
+    /// Mappings whose durable queue is known to be empty (checked on their first message, then
+    /// kept up to date here): their messages go straight to the dispatcher. A paused mapping's
+    /// messages, and those of a mapping with events still queued, go to its queue.
+    known_empty: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 /// The QoS 1/2 packet ids being processed. After a reconnect the broker redelivers (`dup`) a
@@ -153,6 +157,7 @@ impl Link {
             mappings,
             session,
             in_progress: InProgress::default(),
+            known_empty: Default::default(),
         }
     }
 
@@ -175,6 +180,7 @@ impl Link {
         // QoS 0 has no flow control at all: unbounded, a burst became one task per message, far
         // more than a function's queue takes, throttled into dead letters.
         let in_progress = Arc::new(Semaphore::new(wire::RECEIVE_MAXIMUM as usize));
+        let mut queue_turn: Option<oneshot::Receiver<()>> = None;
         let mut acks: AckQueue<AckToken> = AckQueue::default();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Ticket, AckToken)>();
         let mut subscribed: BTreeMap<String, u8> = BTreeMap::new();
@@ -205,7 +211,7 @@ impl Link {
                             .acquire_owned()
                             .await
                             .expect("the semaphore is never closed");
-                        self.on_message(m, &mut acks, &done_tx, permit)
+                        self.on_message(m, &mut acks, &done_tx, permit, &mut queue_turn)
                     }
                     // rumqttc resending an unacknowledged publish of the resumed session: a
                     // row already waiting for its ack, not the next one sent. (Taking it for
@@ -305,6 +311,7 @@ impl Link {
         acks: &mut AckQueue<AckToken>,
         done: &mpsc::UnboundedSender<(Ticket, AckToken)>,
         permit: OwnedSemaphorePermit,
+        queue_turn: &mut Option<oneshot::Receiver<()>>,
     ) {
         let targets: Vec<Mapping> = self
             .mappings
@@ -315,6 +322,22 @@ impl Link {
             .collect();
         let ticket = (m.qos > 0).then(|| acks.arrive());
         let claim = (m.qos > 0).then(|| self.in_progress.claim(m.pkid));
+        // Messages that may go to a mapping's queue take turns in arrival order (each message's
+        // task runs on its own, so their queue commits raced and a paused mapping's queue came
+        // out of order).
+        let via_queue = {
+            let mut empty = self.known_empty.lock().unwrap_or_else(|p| p.into_inner());
+            for mp in targets.iter().filter(|mp| !mp.enabled) {
+                // Its queue is about to have this message: later ones follow it there.
+                empty.remove(&mp.id);
+            }
+            targets.iter().any(|mp| !empty.contains(&mp.id))
+        };
+        let turn = via_queue.then(|| {
+            let (tx, rx) = oneshot::channel::<()>();
+            (queue_turn.replace(rx), tx)
+        });
+        let known_empty = self.known_empty.clone();
         let dispatcher = self.dispatcher.clone();
         let session = self.session.clone();
         let done = done.clone();
@@ -324,7 +347,24 @@ impl Link {
                 Some(c) => Some(c.acquire().await),
                 None => None,
             };
+            let turn = match turn {
+                Some((previous, mine)) => {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    Some(mine)
+                }
+                None => None,
+            };
             let store = dispatcher.daemon().store().clone();
+            let reply = m.response_topic.clone().map(|topic| Reply {
+                topic,
+                correlation: m.correlation.as_ref().map(|c| c.to_vec()),
+            });
+            // Phase 1, in turn: the dedup check, and the queue for mappings that are paused or
+            // still have queued events (after a resume, or from before a restart), so that
+            // resume delivers the queue in arrival order, then live messages.
+            let mut live = Vec::new();
             for mapping in targets {
                 let mark = (m.qos > 0).then(|| (format!("{session}|{}", mapping.id), m.pkid));
                 if let (true, Some((s, pkid))) = (m.dup, &mark) {
@@ -345,38 +385,64 @@ impl Link {
                     data: m.payload.to_vec(),
                     attempt: 1,
                 };
-                let reply = m.response_topic.clone().map(|topic| Reply {
-                    topic,
-                    correlation: m.correlation.as_ref().map(|c| c.to_vec()),
-                });
+                let target = format!("mapping:{}", mapping.id);
+                let queue_it = if !mapping.enabled {
+                    true
+                } else if known_empty
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&mapping.id)
+                {
+                    false
+                } else {
+                    let (st, t) = (store.clone(), target.clone());
+                    match tokio::task::spawn_blocking(move || st.queue_count_target(&t)).await {
+                        Ok(Ok(0)) => {
+                            known_empty
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(mapping.id.clone());
+                            false
+                        }
+                        Ok(Ok(_)) => true,
+                        // Cannot tell: deliver; the queue worker still drains the queue.
+                        _ => false,
+                    }
+                };
+                if !queue_it {
+                    live.push((mapping, event, mark));
+                    continue;
+                }
+                // Queued durably with its dedup mark; the queue worker delivers it once the
+                // mapping is enabled.
+                let queued = QueuedEvent::from_event(&event, 0, reply.clone());
+                let extra = crate::store::CommitExtra {
+                    enqueue: vec![(target, queued)],
+                    dedup_mark: mark,
+                    ..Default::default()
+                };
+                let st = store.clone();
+                match tokio::task::spawn_blocking(move || st.commit_extra(&extra)).await {
+                    Ok(Ok(_)) => {}
+                    other => {
+                        // Not committed: leave the message unacknowledged for redelivery.
+                        eprintln!("edgefn-agent: cannot queue an MQTT message for a paused mapping: {other:?}");
+                        return;
+                    }
+                }
+            }
+            drop(turn);
+            // Phase 2: live deliveries.
+            for (mapping, event, mark) in live {
                 let carry = Carry {
                     dedup_mark: mark,
                     dequeue: None,
-                    reply,
+                    reply: reply.clone(),
                     depth: 0,
                     // Unacknowledged, so the broker holds it: wait out a throttle.
                     hold_when_throttled: m.qos > 0,
                 };
-                if mapping.enabled {
-                    dispatcher.deliver(&Route::of(&mapping), event, carry).await;
-                } else {
-                    // Paused: queue durably (with the dedup mark), deliver on resume.
-                    let queued = QueuedEvent::from_event(&event, 0, carry.reply.clone());
-                    let extra = crate::store::CommitExtra {
-                        enqueue: vec![(format!("mapping:{}", mapping.id), queued)],
-                        dedup_mark: carry.dedup_mark.clone(),
-                        ..Default::default()
-                    };
-                    let st = store.clone();
-                    match tokio::task::spawn_blocking(move || st.commit_extra(&extra)).await {
-                        Ok(Ok(_)) => {}
-                        other => {
-                            // Not committed: leave the message unacknowledged for redelivery.
-                            eprintln!("edgefn-agent: cannot queue an MQTT message for a paused mapping: {other:?}");
-                            return;
-                        }
-                    }
-                }
+                dispatcher.deliver(&Route::of(&mapping), event, carry).await;
             }
             if let Some(t) = ticket {
                 let _ = done.send((t, m.token));
