@@ -107,6 +107,9 @@ async fn watch_mappings(daemon: Daemon, tx: watch::Sender<Arc<Vec<Mapping>>>) {
 /// One task per enabled schedule mapping, restarted when the mapping changes.
 async fn schedules(dispatcher: Dispatcher, mut mappings: Mappings) {
     let mut running: HashMap<String, (i64, JoinHandle<()>)> = HashMap::new();
+    // The missed-run policy applies to downtime of the agent, so only to the tasks started with
+    // it: a schedule resumed (or changed) later does not catch up on runs its pause skipped.
+    let mut at_start_up = true;
     loop {
         let current = mappings.borrow_and_update().clone();
         let wanted: HashMap<&str, &Mapping> = current
@@ -125,10 +128,11 @@ async fn schedules(dispatcher: Dispatcher, mut mappings: Mappings) {
         });
         for (id, m) in wanted {
             if !running.contains_key(id) {
-                let task = tokio::spawn(schedule::run(dispatcher.clone(), m.clone()));
+                let task = tokio::spawn(schedule::run(dispatcher.clone(), m.clone(), at_start_up));
                 running.insert(id.to_string(), (m.updated_ms, task));
             }
         }
+        at_start_up = false;
         if mappings.changed().await.is_err() {
             for (_, (_, t)) in running {
                 t.abort();

@@ -79,8 +79,9 @@ impl Schedule {
     }
 }
 
-/// Runs one schedule mapping until the task is aborted.
-pub async fn run(dispatcher: Dispatcher, mapping: Mapping) {
+/// Runs one schedule mapping until the task is aborted. `at_start_up`: the agent just started,
+/// so runs missed since the last one are downtime, for the mapping's missed-run policy.
+pub async fn run(dispatcher: Dispatcher, mapping: Mapping, at_start_up: bool) {
     let schedule = match Schedule::of(&mapping) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -111,8 +112,19 @@ pub async fn run(dispatcher: Dispatcher, mapping: Mapping) {
     };
     let mut last = match stored.and_then(|v| v.parse::<i64>().ok()) {
         Some(last) => {
-            if missed == Missed::RunOnce {
+            if missed == Missed::RunOnce && at_start_up {
                 if let Some(t) = schedule.last_between(last, now) {
+                    log(
+                        &dispatcher,
+                        &mapping,
+                        crate::store::Level::Info,
+                        format!(
+                            "schedule {}: runs were missed while the agent was down; one catch-up \
+                             run for {} (missed: run-once)",
+                            mapping.name,
+                            rfc3339(t)
+                        ),
+                    );
                     fire(&dispatcher, &mapping, t).await;
                 }
             }
@@ -150,6 +162,11 @@ async fn fire(dispatcher: &Dispatcher, mapping: &Mapping, time_ms: i64) {
     tokio::spawn(async move {
         d.deliver(&route, event, Carry::default()).await;
     });
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn log(dispatcher: &Dispatcher, m: &Mapping, level: crate::store::Level, text: String) {
