@@ -126,7 +126,7 @@ impl Dispatcher {
             let result = self
                 .daemon
                 .invoke_then(req, move |inv| {
-                    final_extra(&r, &e, inv, &c, attempt, last || inv.is_success())
+                    final_extra(&r, &e, inv, &c, attempt, last || !retriable(inv))
                 })
                 .await;
             match result {
@@ -135,6 +135,17 @@ impl Dispatcher {
                         invoked,
                         attempts: attempt,
                     }
+                }
+                Ok(invoked) if !retriable(&invoked.invocation) => {
+                    // Committed as the final outcome (with its dead letter or on_failure).
+                    return Delivered::Failed {
+                        attempts: attempt,
+                        error: format!(
+                            "{}: {}",
+                            invoked.invocation.outcome,
+                            invoked.invocation.error.unwrap_or_default()
+                        ),
+                    };
                 }
                 Ok(invoked) => {
                     last_error = format!(
@@ -211,6 +222,12 @@ impl Dispatcher {
         }
         Delivered::Failed { attempts, error }
     }
+}
+
+/// Whether another attempt could end differently: not after a success, and not for an event
+/// larger than the function's `max_event_bytes` (the same event is refused again).
+fn retriable(inv: &Invocation) -> bool {
+    !inv.is_success() && inv.outcome != crate::runtime::Outcome::EventTooLarge
 }
 
 enum Kind {
