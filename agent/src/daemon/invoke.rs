@@ -169,7 +169,7 @@ impl Daemon {
         record.error = inv.error.clone();
         let outcome = InvocationOutcome {
             record,
-            logs: invocation_logs(&inv, &init_logs),
+            logs: invocation_logs(&inv, &init_logs, req.event.attempt),
             kv_writes: inv
                 .effects
                 .kv_writes
@@ -235,8 +235,9 @@ impl Daemon {
 }
 
 /// The lines an invocation commits: `edgefn_init`'s (if a new instance started), the guest's,
-/// then the host's notes (dropped lines, publishes, a discarded instance).
-fn invocation_logs(inv: &Invocation, init_logs: &[GuestLog]) -> Vec<InvocationLog> {
+/// then the host's notes (dropped lines, publishes, a discarded instance). Notes of a failure,
+/// and of a success after retries, name the `attempt` (async deliveries retry).
+fn invocation_logs(inv: &Invocation, init_logs: &[GuestLog], attempt: u32) -> Vec<InvocationLog> {
     let line = |l: &GuestLog| InvocationLog {
         time_ms: l.time_ms as i64,
         level: l.level,
@@ -277,17 +278,23 @@ fn invocation_logs(inv: &Invocation, init_logs: &[GuestLog]) -> Vec<InvocationLo
         note(
             Level::Error,
             format!(
-                "invocation failed: {}: {}",
+                "invocation failed (attempt {attempt}): {}: {}",
                 inv.outcome,
                 inv.error.as_deref().unwrap_or("")
             ),
+        );
+    }
+    if inv.is_success() && attempt > 1 {
+        note(
+            Level::Info,
+            format!("invocation succeeded (attempt {attempt})"),
         );
     }
     if inv.outcome.ends_instance() {
         note(
             Level::Warn,
             format!(
-                "instance failure: {}: {}; the next event gets a fresh instance",
+                "instance failure (attempt {attempt}): {}: {}; the next event gets a fresh instance",
                 inv.outcome,
                 inv.error.as_deref().unwrap_or("")
             ),
