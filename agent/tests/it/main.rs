@@ -8,3 +8,4 @@ mod exec;
 mod mappings;
 mod runtime_abi;
 mod runtime_examples;
+mod triggers;
