@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run). Sets up what a fresh Debian machine lacks, then runs
-# every test of the workspace. Safe to run twice.
+# The one test command (README, .ci/run). Sets up what a fresh Debian machine lacks (the wasm32
+# target, clang/lld, Mosquitto, started if nothing listens on 127.0.0.1:1883), then runs every
+# test of the workspace. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +17,25 @@ fi
 missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+# Mosquitto: the MQTT trigger tests run against a real broker at 127.0.0.1:1883 (and start
+# private ones to restart them).
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== apt-get install ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+if ! port_open; then
+  echo "== starting mosquitto on 127.0.0.1:1883"
+  if [ -f /etc/mosquitto/mosquitto.conf ]; then
+    as_root mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  else
+    as_root mosquitto -d -p 1883
+  fi
+  for _ in $(seq 50); do port_open && break; sleep 0.1; done
+  port_open || { echo "mosquitto did not start on 127.0.0.1:1883" >&2; exit 1; }
 fi
 
 echo "== cargo test --workspace"
