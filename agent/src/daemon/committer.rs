@@ -1,10 +1,12 @@
 //! Group commit: finished invocations are written to the store in batches (one SQLite
 //! transaction per batch) by one writer thread. A caller waits for its own batch, so a sync
-//! invoke answers only after its record, logs and kv writes are durable.
+//! invoke answers only after its record, logs and kv writes are durable. A commit that wrote
+//! outbox rows signals [`Committer::outbox_signal`], so the MQTT link publishes them at once
+//! instead of on its next poll.
 
 use crate::store::{InvocationOutcome, Store};
-use std::sync::mpsc;
-use tokio::sync::oneshot;
+use std::sync::{mpsc, Arc};
+use tokio::sync::{oneshot, Notify};
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -12,12 +14,16 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(InvocationOutcome, Option<Ack>)>,
+    /// Notified (one stored permit) after each commit that wrote outbox rows.
+    outbox_written: Arc<Notify>,
 }
 
 impl Committer {
     /// Starts the writer thread; it ends when every handle is dropped, after draining.
     pub fn start(store: Store, max_batch: usize) -> Committer {
         let (tx, rx) = mpsc::channel::<(InvocationOutcome, Option<Ack>)>();
+        let outbox_written = Arc::new(Notify::new());
+        let written = outbox_written.clone();
         std::thread::Builder::new()
             .name("edgefn-commit".into())
             .spawn(move || {
@@ -35,7 +41,11 @@ impl Committer {
                             None
                         };
                     }
-                    let result = store.commit(&batch).map(|_| ()).map_err(|e| e.to_string());
+                    let result = store.commit(&batch).map_err(|e| e.to_string());
+                    if matches!(&result, Ok(s) if s.outbox_messages > 0) {
+                        written.notify_one();
+                    }
+                    let result = result.map(|_| ());
                     if let Err(e) = &result {
                         eprintln!(
                             "edgefn-agent: committing {} invocations failed: {e}",
@@ -49,7 +59,13 @@ impl Committer {
                 }
             })
             .expect("spawn the commit thread");
-        Committer { tx }
+        Committer { tx, outbox_written }
+    }
+
+    /// Notified after each commit that wrote outbox rows. `notify_one` keeps a permit when
+    /// nobody waits, so a commit made while the waiter was busy is not missed.
+    pub(crate) fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
     }
 
     /// Queues `outcome` and waits until its batch is committed.

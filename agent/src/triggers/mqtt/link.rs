@@ -188,6 +188,11 @@ impl Link {
         let mut connected = false;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut mappings = self.mappings.clone();
+        // Outbox rows are published as soon as a group commit wrote them (the tick is the
+        // fallback, for rows written outside the group commit), and acknowledged rows are
+        // deleted in batches off this loop.
+        let outbox_written = self.dispatcher.daemon().committer().outbox_signal();
+        let deleter = self.outbox_deleter();
         loop {
             tokio::select! {
                 Some(ev) = notices.recv() => match ev {
@@ -221,7 +226,7 @@ impl Link {
                     Ok(Notice::Sent(pkid)) => {
                         if let Some((seq, qos)) = outbox.awaiting_pkid.pop_front() {
                             if qos == 0 {
-                                self.delete_outbox(vec![seq]).await;
+                                let _ = deleter.send(seq);
                             } else {
                                 outbox.awaiting_ack.insert(pkid, seq);
                             }
@@ -229,7 +234,7 @@ impl Link {
                     }
                     Ok(Notice::Acked(pkid)) => {
                         if let Some(seq) = outbox.awaiting_ack.remove(&pkid) {
-                            self.delete_outbox(vec![seq]).await;
+                            let _ = deleter.send(seq);
                         }
                     }
                     Ok(Notice::Other) => {}
@@ -253,6 +258,11 @@ impl Link {
                     if changed.is_err() { return; }
                     if connected {
                         self.sync_subscriptions(&client, &mut subscribed).await;
+                    }
+                }
+                _ = outbox_written.notified() => {
+                    if connected {
+                        self.pump_outbox(&client, &mut outbox).await;
                     }
                 }
                 _ = tick.tick() => {
@@ -492,8 +502,23 @@ impl Link {
         }
     }
 
-    async fn delete_outbox(&self, seqs: Vec<i64>) {
+    /// A task deleting published outbox rows: one transaction for all the rows acknowledged
+    /// while the previous one ran (one per row would queue behind the group commit for the
+    /// store's writer and hold up this loop). It ends when the sender is dropped.
+    fn outbox_deleter(&self) -> mpsc::UnboundedSender<i64> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<i64>();
         let store = self.store().clone();
-        let _ = tokio::task::spawn_blocking(move || store.outbox_delete_many(&seqs)).await;
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while rx.recv_many(&mut seqs, 4096).await > 0 {
+                let (st, batch) = (store.clone(), std::mem::take(&mut seqs));
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || st.outbox_delete_many(&batch)).await
+                {
+                    eprintln!("edgefn-agent: cannot delete published outbox rows: {e}");
+                }
+            }
+        });
+        tx
     }
 }
