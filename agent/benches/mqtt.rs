@@ -74,7 +74,12 @@ fn main() {
     let broker = std::env::var("EDGEFN_BENCH_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
     let (host, port) = broker
         .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.parse::<u16>().expect("EDGEFN_BENCH_MQTT port")))
+        .map(|(h, p)| {
+            (
+                h.to_string(),
+                p.parse::<u16>().expect("EDGEFN_BENCH_MQTT port"),
+            )
+        })
         .expect("EDGEFN_BENCH_MQTT is host:port");
     let rounds: usize = env_num("EDGEFN_BENCH_ROUNDS", 3);
     let secs: f64 = env_num("EDGEFN_BENCH_SECS", 10.0);
@@ -117,7 +122,14 @@ fn main() {
         ]);
         let filter = format!("bench/in/{tag_agent}/q{q}/#");
         let id = agent.cli(&[
-            "mapping", "create", "--function", &name, "--mqtt", &filter, "--qos", &q.to_string(),
+            "mapping",
+            "create",
+            "--function",
+            &name,
+            "--mqtt",
+            &filter,
+            "--qos",
+            &q.to_string(),
         ]);
         eprintln!("mapped {name} <- {filter} (QoS {q}): {}", id.trim());
     }
@@ -141,9 +153,11 @@ fn main() {
     let dead = serde_json::from_str::<serde_json::Value>(&dead_letters)
         .ok()
         .and_then(|v| {
-            v.as_array()
-                .map(|a| a.len())
-                .or_else(|| v.get("dead_letters").and_then(|d| d.as_array()).map(|a| a.len()))
+            v.as_array().map(|a| a.len()).or_else(|| {
+                v.get("dead_letters")
+                    .and_then(|d| d.as_array())
+                    .map(|a| a.len())
+            })
         });
     agent.stop();
     rt.block_on(remove_session(&host, port, &client_id));
@@ -157,7 +171,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    print_report(&results, rounds, secs, &broker, &load_start, &load_end, &cpu, dead);
+    print_report(
+        &results,
+        rounds,
+        secs,
+        &broker,
+        &load_start,
+        &load_end,
+        &cpu,
+        dead,
+    );
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -190,7 +213,14 @@ fn agent_binary(dir: &Path) -> PathBuf {
         eprintln!("building the release agent (cargo build --release -p edgefn-agent)...");
         let mut child = Command::new(&cargo)
             .current_dir(support::repo_root())
-            .args(["build", "--release", "-p", "edgefn-agent", "--bin", "edgefn-agent"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "edgefn-agent",
+                "--bin",
+                "edgefn-agent",
+            ])
             .spawn()
             .expect("run cargo build");
         let until = Instant::now() + Duration::from_secs(20 * 60);
@@ -204,7 +234,10 @@ fn agent_binary(dir: &Path) -> PathBuf {
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        assert!(status.success(), "cargo build --release -p edgefn-agent failed");
+        assert!(
+            status.success(),
+            "cargo build --release -p edgefn-agent failed"
+        );
         std::fs::copy(release.join("edgefn-agent"), &copy).expect("copy the agent binary");
         let help = Command::new(&copy)
             .args(["run", "--help"])
@@ -413,8 +446,10 @@ struct Converted {
 
 /// The native ceiling: subscribe, convert with serde_json, publish with the same QoS.
 async fn native_ceiling(host: &str, port: u16, pid: u32, tag: &str) -> AsyncClient {
-    let (client, mut el) =
-        AsyncClient::new(options(&format!("edgefn-bench-native-{pid}"), host, port), 10_000);
+    let (client, mut el) = AsyncClient::new(
+        options(&format!("edgefn-bench-native-{pid}"), host, port),
+        10_000,
+    );
     for q in [0u8, 1] {
         client
             .subscribe(format!("bench/in2/{tag}/q{q}/#"), qos_of(q))
@@ -475,10 +510,15 @@ struct Rx {
 }
 
 async fn subscriber(host: &str, port: u16, pid: u32, topics: Vec<String>, rx: Arc<Rx>) {
-    let (client, mut el) =
-        AsyncClient::new(options(&format!("edgefn-bench-sub-{pid}"), host, port), 10_000);
+    let (client, mut el) = AsyncClient::new(
+        options(&format!("edgefn-bench-sub-{pid}"), host, port),
+        10_000,
+    );
     for t in topics {
-        client.subscribe(t, QoS::AtLeastOnce).await.expect("subscribe");
+        client
+            .subscribe(t, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
     }
     tokio::spawn(async move {
         let _client = client;
@@ -516,8 +556,10 @@ async fn subscriber(host: &str, port: u16, pid: u32, topics: Vec<String>, rx: Ar
 
 /// The load generator's client (its event loop runs in a task).
 async fn load_generator(host: &str, port: u16, pid: u32) -> AsyncClient {
-    let (client, mut el) =
-        AsyncClient::new(options(&format!("edgefn-bench-load-{pid}"), host, port), 10_000);
+    let (client, mut el) = AsyncClient::new(
+        options(&format!("edgefn-bench-load-{pid}"), host, port),
+        10_000,
+    );
     tokio::spawn(async move {
         loop {
             if let Err(e) = el.poll().await {
@@ -643,8 +685,8 @@ impl Bench {
             } else if since.elapsed() > idle {
                 return got;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(20), self.rx.progress.notified())
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), self.rx.progress.notified()).await;
         }
     }
 
@@ -660,15 +702,21 @@ impl Bench {
             if self.drain(1, Duration::from_millis(500)).await >= 1 {
                 // Warm-up: a short paced burst, not measured.
                 for j in 0..200u64 {
-                    self.publish(&topics[j as usize % SENSORS], qos, phase * PHASE_MUL + i + j)
-                        .await;
+                    self.publish(
+                        &topics[j as usize % SENSORS],
+                        qos,
+                        phase * PHASE_MUL + i + j,
+                    )
+                    .await;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 self.drain(i + 200, Duration::from_secs(3)).await;
                 return Ok(());
             }
         }
-        Err(format!("no output from {target:?} at QoS {qos} within 20 s"))
+        Err(format!(
+            "no output from {target:?} at QoS {qos} within 20 s"
+        ))
     }
 
     async fn phase(&mut self, target: Target, qos: u8, mode: Mode) -> PhaseResult {
@@ -735,8 +783,12 @@ impl Bench {
                         .await;
                         continue;
                     }
-                    self.publish(&topics[sent as usize % SENSORS], qos, phase * PHASE_MUL + sent)
-                        .await;
+                    self.publish(
+                        &topics[sent as usize % SENSORS],
+                        qos,
+                        phase * PHASE_MUL + sent,
+                    )
+                    .await;
                     sent += 1;
                 }
             }
@@ -899,7 +951,11 @@ fn median_by(rounds: &[PhaseResult], key: impl Fn(&PhaseResult) -> f64) -> Phase
     v[v.len() / 2].clone()
 }
 
-fn range(rounds: &[PhaseResult], key: impl Fn(&PhaseResult) -> f64, f: fn(f64) -> String) -> String {
+fn range(
+    rounds: &[PhaseResult],
+    key: impl Fn(&PhaseResult) -> f64,
+    f: fn(f64) -> String,
+) -> String {
     let v: Vec<f64> = rounds.iter().map(key).collect();
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -956,7 +1012,11 @@ fn print_report(
         let (target, met) = if q == 1 {
             (
                 format!("≥ {TARGET_THROUGHPUT}x"),
-                if ratio >= TARGET_THROUGHPUT { "yes" } else { "**no**" },
+                if ratio >= TARGET_THROUGHPUT {
+                    "yes"
+                } else {
+                    "**no**"
+                },
             )
         } else {
             (String::new(), "")
@@ -974,7 +1034,10 @@ fn print_report(
         );
     }
     for q in [0u8, 1] {
-        for (m, what) in [(Mode::Paced, format!("at {RATE} msg/s")), (Mode::Max, "at max rate".into())] {
+        for (m, what) in [
+            (Mode::Paced, format!("at {RATE} msg/s")),
+            (Mode::Max, "at max rate".into()),
+        ] {
             let a = get(Target::Agent, q, m);
             let cpu = median_by(a, |r| r.cpu_pct.unwrap_or(f64::NAN));
             let rss = median_by(a, |r| r.rss_kib.map_or(0.0, |x| x.0 as f64));
