@@ -57,7 +57,7 @@ const WINDOW: u64 = 800;
 const SENSORS: usize = 8;
 /// Seq numbers are `phase * PHASE_MUL + i`, so stragglers of an earlier phase are ignored.
 const PHASE_MUL: u64 = 1_000_000_000;
-/// The whole run ends (agent killed, exit 2) after this long, whatever happens.
+/// The run after the builds ends (agent killed, exit 2) after this long, whatever happens.
 const DEADLINE: Duration = Duration::from_secs(25 * 60);
 /// Targets (issue 4): QoS 1 throughput ≥ 0.5x the ceiling; p50 at 1,000 msg/s ≤ 1.5x.
 const TARGET_THROUGHPUT: f64 = 0.5;
@@ -83,20 +83,18 @@ fn main() {
         .expect("EDGEFN_BENCH_MQTT is host:port");
     let rounds: usize = env_num("EDGEFN_BENCH_ROUNDS", 3);
     let secs: f64 = env_num("EDGEFN_BENCH_SECS", 10.0);
-    let load_start = loadavg();
-    eprintln!("load average at start: {load_start}");
-    let cpu_start = cpu_times();
+
+    eprintln!("building the example functions (examples/, wasm32)...");
+    let celsius = support::example_path("celsius");
+    let dir = support::TempDir::new("mqtt-bench");
+    let agent_bin = agent_binary(dir.path());
+    // From here on (the builds are done) the run is bounded.
     std::thread::spawn(|| {
         std::thread::sleep(DEADLINE);
         eprintln!("mqtt bench: deadline of {DEADLINE:?} reached; killing the agent and exiting");
         kill_pid(AGENT_PID.load(Ordering::Relaxed), "KILL");
         std::process::exit(2);
     });
-
-    eprintln!("building the example functions (examples/, wasm32)...");
-    let celsius = support::example_path("celsius");
-    let dir = support::TempDir::new("mqtt-bench");
-    let agent_bin = agent_binary(dir.path());
     let client_id = format!("edgefn-bench-agent-{pid}");
     let mut agent = Agent::start(&agent_bin, dir.path(), &client_id, &broker);
     eprintln!(
@@ -134,6 +132,10 @@ fn main() {
         eprintln!("mapped {name} <- {filter} (QoS {q}): {}", id.trim());
     }
 
+    // The machine's load from here on: the builds above are over.
+    let load_start = loadavg();
+    eprintln!("load average before the measurements: {load_start}");
+    let cpu_start = cpu_times();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -193,66 +195,71 @@ fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
 // ---------------------------------------------------------------------------------------------
 // The agent child process
 
-/// Builds the release agent (`cargo build --release -p edgefn-agent`) and copies the binary into
-/// `dir` at once: the target directory may be shared with other worktrees, whose builds replace
-/// `target/release/edgefn-agent`. The copy must know `run --mqtt` and `--http`.
+/// Builds the release agent (`cargo build --release -p edgefn-agent`) into a target directory of
+/// its own, `target/mqtt-bench`, and copies the binary into `dir`. The shared target directory
+/// is not safe here: another worktree building into it replaces `target/release/edgefn-agent`
+/// (and even `deps/` binaries of the same name and hash) with its own source's build. The copy
+/// must know `run --mqtt` and `--http`.
 fn agent_binary(dir: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // This bench runs as target/release/deps/mqtt-HASH.
-    let release = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| support::repo_root().join("target/release"));
     let copy = dir.join("edgefn-agent");
     if let Ok(bin) = std::env::var("EDGEFN_BENCH_AGENT") {
         eprintln!("agent binary from EDGEFN_BENCH_AGENT: {bin}");
         std::fs::copy(&bin, &copy).expect("copy EDGEFN_BENCH_AGENT");
         return copy;
     }
-    for _ in 0..3 {
-        eprintln!("building the release agent (cargo build --release -p edgefn-agent)...");
-        let mut child = Command::new(&cargo)
-            .current_dir(support::repo_root())
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "edgefn-agent",
-                "--bin",
-                "edgefn-agent",
-            ])
-            .spawn()
-            .expect("run cargo build");
-        let until = Instant::now() + Duration::from_secs(20 * 60);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait for cargo") {
-                break s;
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                panic!("cargo build --release -p edgefn-agent took more than 20 minutes");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        assert!(
-            status.success(),
-            "cargo build --release -p edgefn-agent failed"
-        );
-        std::fs::copy(release.join("edgefn-agent"), &copy).expect("copy the agent binary");
-        let help = Command::new(&copy)
-            .args(["run", "--help"])
-            .output()
-            .expect("run edgefn-agent run --help");
-        let help = String::from_utf8_lossy(&help.stdout);
-        if help.contains("--mqtt") && help.contains("--http") {
-            return copy;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // This bench runs as <target>/release/deps/mqtt-HASH.
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| support::repo_root().join("target"))
+        .join("mqtt-bench");
+    eprintln!(
+        "building the release agent (cargo build --release -p edgefn-agent --target-dir {}; \
+         the first time builds every dependency)...",
+        target.display()
+    );
+    let mut child = Command::new(&cargo)
+        .current_dir(support::repo_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "edgefn-agent",
+            "--bin",
+            "edgefn-agent",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .spawn()
+        .expect("run cargo build");
+    let until = Instant::now() + Duration::from_secs(30 * 60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for cargo") {
+            break s;
         }
-        eprintln!(
-            "{} is not this tree's agent (another build shares the target directory); again",
-            release.join("edgefn-agent").display()
-        );
-    }
-    panic!("could not get this tree's release agent binary");
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("cargo build --release -p edgefn-agent took more than 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.success(),
+        "cargo build --release -p edgefn-agent failed"
+    );
+    std::fs::copy(target.join("release/edgefn-agent"), &copy).expect("copy the agent binary");
+    let help = Command::new(&copy)
+        .args(["run", "--help"])
+        .output()
+        .expect("run edgefn-agent run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--mqtt") && help.contains("--http"),
+        "the built agent has no `run --mqtt`/`--http`"
+    );
+    copy
 }
 
 struct Agent {
@@ -365,7 +372,7 @@ fn kill_pid(pid: u32, signal: &str) {
     }
 }
 
-/// (utime + stime) in clock ticks and VmRSS in KiB of a process.
+/// (utime + stime) of a process, in clock ticks.
 fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -375,6 +382,7 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// VmRSS of a process, in KiB.
 fn proc_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -1062,7 +1070,9 @@ fn print_report(
          `temp_f` or unparsable: {wrong}; agent dead letters at the end: {}.",
         dead_letters.map_or("?".into(), |d| d.to_string())
     );
-    println!("Machine load: loadavg {load_start} at start, {load_end} at end; {cpu}.");
+    println!(
+        "Machine load: loadavg {load_start} before the measurements, {load_end} at the end; {cpu}."
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
