@@ -18,9 +18,15 @@
 //!
 //! [permissions]
 //! publish = ["alerts/#"]   # topic filters the function may publish to; absent = any topic
+//!
+//! [destinations]           # when this function runs as another's `function:` destination
+//! on_success = "function:notify"   # or "topic:T"; absent = the chain ends here
+//! on_failure = "topic:alerts/failed"  # absent = a dead letter
+//! retries = 2              # attempts after the first
 //! ```
 
 use crate::runtime::Limits;
+use crate::store::Destination;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +46,30 @@ pub struct FunctionSpec {
     pub config: BTreeMap<String, String>,
     /// Publish permissions (`None` = any topic).
     pub publish_allow: Option<Vec<String>>,
+    /// Where the result goes when the function was invoked by a `function:` destination (it
+    /// has no mapping of its own to say so): this is what lets destinations chain.
+    pub destinations: ChainDestinations,
+}
+
+/// The `[destinations]` of a spec (AWS Lambda's "asynchronous invocation" settings, per version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainDestinations {
+    /// Where a success's response goes.
+    pub on_success: Option<Destination>,
+    /// Where a failure goes after the retries (`None` = a dead letter).
+    pub on_failure: Option<Destination>,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+impl Default for ChainDestinations {
+    fn default() -> Self {
+        ChainDestinations {
+            on_success: None,
+            on_failure: None,
+            retries: 2,
+        }
+    }
 }
 
 impl Default for FunctionSpec {
@@ -51,6 +81,7 @@ impl Default for FunctionSpec {
             max_queue: 64,
             config: BTreeMap::new(),
             publish_allow: None,
+            destinations: ChainDestinations::default(),
         }
     }
 }
@@ -78,6 +109,16 @@ struct Raw {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     permissions: RawPermissions,
+    #[serde(default)]
+    destinations: RawDestinations,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDestinations {
+    on_success: Option<String>,
+    on_failure: Option<String>,
+    retries: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,6 +204,23 @@ impl FunctionSpec {
                 }
             }
         }
+        let destination = |key: &str, text: &Option<String>| match text {
+            None => Ok(None),
+            Some(t) => Destination::parse(t)
+                .map(Some)
+                .map_err(|e| SpecError::Invalid(format!("destinations.{key}: {e}"))),
+        };
+        let retries = raw.destinations.retries.unwrap_or(2);
+        if retries > 10 {
+            return bad(format!(
+                "destinations.retries must be 0..=10, got {retries}"
+            ));
+        }
+        let destinations = ChainDestinations {
+            on_success: destination("on_success", &raw.destinations.on_success)?,
+            on_failure: destination("on_failure", &raw.destinations.on_failure)?,
+            retries,
+        };
         Ok(FunctionSpec {
             limits,
             min_instances,
@@ -170,6 +228,7 @@ impl FunctionSpec {
             max_queue: raw.max_queue.unwrap_or(d.max_queue),
             config,
             publish_allow: raw.permissions.publish,
+            destinations,
         })
     }
 }
@@ -249,5 +308,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 3 `fuel = \"lots\"`"), "{e}");
+        let e = FunctionSpec::parse("[destinations]\non_success = \"queue:x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destinations.on_success"), "{e}");
+        let e = FunctionSpec::parse("[destinations]\nretries = 11")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destinations.retries"), "{e}");
+    }
+
+    #[test]
+    fn destinations_parse() {
+        let s = FunctionSpec::parse(
+            "[destinations]\non_success = \"function:g:live\"\non_failure = \"topic:a/b\"\nretries = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.destinations,
+            ChainDestinations {
+                on_success: Some(Destination::Function {
+                    name: "g".into(),
+                    qualifier: "live".into()
+                }),
+                on_failure: Some(Destination::Topic("a/b".into())),
+                retries: 0,
+            }
+        );
+        assert_eq!(FunctionSpec::parse("").unwrap().destinations.retries, 2);
     }
 }

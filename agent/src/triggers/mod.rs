@@ -142,6 +142,41 @@ async fn schedules(dispatcher: Dispatcher, mut mappings: Mappings) {
     }
 }
 
+/// The route of an event a `function:` destination queued: the destinations and retries of
+/// the function's own spec (`[destinations]`, of the version the event resolves to), so chains
+/// go on until a function without an `on_success`, or until [`dispatch::MAX_DEPTH`]. An event
+/// that cannot resolve gets the defaults; its delivery then fails with the reason.
+async fn chained_route(
+    dispatcher: &Dispatcher,
+    name: &str,
+    qualifier: &str,
+    event_id: &str,
+) -> Route {
+    let store = dispatcher.daemon().store().clone();
+    let (n, q, e) = (
+        name.to_string(),
+        qualifier.to_string(),
+        event_id.to_string(),
+    );
+    let spec = tokio::task::spawn_blocking(move || {
+        let qualifier = crate::store::Qualifier::parse(&q).ok()?;
+        let r = store.resolve(&n, &qualifier, &e).ok()?;
+        crate::spec::FunctionSpec::parse(&r.spec).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    Route {
+        mapping_id: None,
+        function: name.to_string(),
+        qualifier: qualifier.to_string(),
+        retries: spec.destinations.retries,
+        on_success: spec.destinations.on_success,
+        on_failure: spec.destinations.on_failure,
+    }
+}
+
 /// Delivers queued events (destinations, paused mappings after resume) in queue order.
 async fn queue_worker(dispatcher: Dispatcher, mappings: Mappings) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -169,14 +204,7 @@ async fn queue_worker(dispatcher: Dispatcher, mappings: Mappings) {
                 }
             } else if let Some(f) = row.target.strip_prefix("function:") {
                 let (name, q) = f.split_once(':').unwrap_or((f, "latest"));
-                Route {
-                    mapping_id: None,
-                    function: name.to_string(),
-                    qualifier: q.to_string(),
-                    retries: 2,
-                    on_success: None,
-                    on_failure: None,
-                }
+                chained_route(&dispatcher, name, q, &row.event.id).await
             } else {
                 continue;
             };

@@ -15,6 +15,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Event, MqttOptions};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -1285,6 +1286,89 @@ fn on_success_function_destination_chains() {
         );
         assert!(r.outcome.is_success());
     }
+}
+
+#[test]
+fn function_destinations_chain_by_spec_and_stop_at_the_depth_limit() {
+    let prefix = unique("chain2");
+    let a = agent_on("trig-chain2", BROKER_PORT);
+    // first -> middle (its spec chains on to counter) -> counter.
+    a.cli(&["function", "create", "first", "--module", &module("echo")])
+        .ok();
+    a.create(
+        "middle",
+        Path::new(&module("echo")),
+        Some("[destinations]\non_success = \"function:counter\"\n"),
+    );
+    a.cli(&[
+        "function",
+        "create",
+        "counter",
+        "--module",
+        &module("counter"),
+    ])
+    .ok();
+    // A loop: `again` sends its result to itself.
+    a.create(
+        "again",
+        Path::new(&module("echo")),
+        Some("[destinations]\non_success = \"function:again\"\n"),
+    );
+    let (chain_in, loop_in) = (format!("{prefix}/chain"), format!("{prefix}/loop"));
+    map(
+        &a,
+        &[
+            "--function",
+            "first",
+            "--mqtt",
+            &chain_in,
+            "--on-success",
+            "function:middle",
+        ],
+    );
+    map(
+        &a,
+        &[
+            "--function",
+            "again",
+            "--mqtt",
+            &loop_in,
+            "--on-success",
+            "function:again",
+        ],
+    );
+    let client = Mqtt::connect(BROKER_PORT, &client_id(&prefix, "c"));
+    wait_subscribed(&a, BROKER_PORT, &prefix);
+    client.publish(&chain_in, QoS::AtLeastOnce, "hop");
+    client.publish(&loop_in, QoS::AtLeastOnce, "round");
+    let s = store(&a);
+    poll(&a, "the third hop", WAIT, || {
+        (count_of(&s, "counter") == 1).then_some(())
+    });
+    let middle = records(&a, "middle");
+    assert_eq!(middle.len(), 1, "{middle:#?}");
+    assert_eq!(middle[0].subject, "first");
+    let last = records(&a, "counter");
+    assert_eq!(
+        (last[0].source.as_str(), last[0].subject.as_str()),
+        ("function", "middle")
+    );
+
+    // The loop runs at depth 0 (the MQTT message) to 8, then a dead letter says why it stopped.
+    let letters = poll(&a, "the depth-limit dead letter", WAIT, || {
+        let v = a.cli(&["dead-letters", "--json"]).json();
+        let all = v.as_array().unwrap().clone();
+        (!all.is_empty()).then_some(all)
+    });
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let text = letters[0].to_string();
+    assert!(text.contains("deeper than 8"), "{text}");
+    let runs = records(&a, "again");
+    assert_eq!(runs.len(), 9, "depth 0..=8: {runs:#?}");
+    assert!(runs.iter().all(|r| r.outcome.is_success()));
+    // And nothing more runs after the dead letter.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(records(&a, "again").len(), 9);
 }
 
 // ---------------------------------------------------------------------------------------------
