@@ -1,56 +1,84 @@
 //! Group commit: finished invocations are written to the store in batches (one SQLite
 //! transaction per batch) by one writer thread. A caller waits for its own batch, so a sync
-//! invoke answers only after its record, logs and kv writes are durable. A commit that wrote
-//! outbox rows signals [`Committer::outbox_signal`], so the MQTT link publishes them at once
-//! instead of on its next poll.
+//! invoke answers only after its record, logs and kv writes are durable.
+//!
+//! The writer thread also owns the outbox's two hot paths, so that the MQTT link never touches
+//! SQLite for them: the outbox rows a batch wrote are handed to the link in memory
+//! ([`Committer::outbox_rows`]), and the rows the broker acknowledged are deleted in the next
+//! batch's transaction ([`Committer::published`]) instead of in transactions of their own.
 
-use crate::store::{InvocationOutcome, Store};
-use std::sync::{mpsc, Arc};
-use tokio::sync::{oneshot, Notify};
+use crate::store::{InvocationOutcome, OutboxRow, Store};
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 type Ack = oneshot::Sender<Result<(), String>>;
+
+/// Where the writer thread hands the outbox rows it committed.
+type RowSink = Arc<Mutex<Option<tokio_mpsc::UnboundedSender<Vec<OutboxRow>>>>>;
+
+enum Job {
+    /// Invocations to commit together, and who waits for them.
+    Commit(Vec<InvocationOutcome>, Option<Ack>),
+    /// Outbox rows the broker acknowledged: delete them.
+    Published(Vec<i64>),
+}
 
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<(InvocationOutcome, Option<Ack>)>,
-    /// Notified (one stored permit) after each commit that wrote outbox rows.
-    outbox_written: Arc<Notify>,
+    tx: mpsc::Sender<Job>,
+    /// The MQTT link's inbox for committed outbox rows (none without MQTT: the rows stay in the
+    /// store for whoever reads it).
+    sink: RowSink,
 }
 
 impl Committer {
     /// Starts the writer thread; it ends when every handle is dropped, after draining.
     pub fn start(store: Store, max_batch: usize) -> Committer {
-        let (tx, rx) = mpsc::channel::<(InvocationOutcome, Option<Ack>)>();
-        let outbox_written = Arc::new(Notify::new());
-        let written = outbox_written.clone();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let sink: RowSink = Arc::default();
+        let rows_to = sink.clone();
         std::thread::Builder::new()
             .name("edgefn-commit".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(max_batch);
-                let mut acks = Vec::with_capacity(max_batch);
-                // Block for the first item, then take whatever else is already queued.
+                let mut acks = Vec::new();
+                let mut published = Vec::new();
+                // Block for the first job, then take whatever else is already queued.
                 while let Ok(first) = rx.recv() {
                     let mut next = Some(first);
-                    while let Some((outcome, ack)) = next {
-                        batch.push(outcome);
-                        acks.push(ack);
+                    while let Some(job) = next {
+                        match job {
+                            Job::Commit(mut outcomes, ack) => {
+                                batch.append(&mut outcomes);
+                                acks.push(ack);
+                            }
+                            Job::Published(mut seqs) => published.append(&mut seqs),
+                        }
                         next = if batch.len() < max_batch {
                             rx.try_recv().ok()
                         } else {
                             None
                         };
                     }
-                    let result = store.commit(&batch).map_err(|e| e.to_string());
-                    if matches!(&result, Ok(s) if s.outbox_messages > 0) {
-                        written.notify_one();
-                    }
-                    let result = result.map(|_| ());
-                    if let Err(e) = &result {
-                        eprintln!(
+                    let sink = rows_to.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let mut rows = Vec::new();
+                    let collect = sink.as_ref().map(|_| &mut rows);
+                    let result = store
+                        .commit_published(&batch, &published, collect)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    match &result {
+                        Ok(()) => published.clear(),
+                        // The deletes are tried again with the next batch; the invocations are
+                        // reported failed to their callers.
+                        Err(e) => eprintln!(
                             "edgefn-agent: committing {} invocations failed: {e}",
                             batch.len()
-                        );
+                        ),
+                    }
+                    if let (Some(sink), false) = (sink, rows.is_empty()) {
+                        let _ = sink.send(rows);
                     }
                     for ack in acks.drain(..).flatten() {
                         let _ = ack.send(result.clone());
@@ -59,20 +87,38 @@ impl Committer {
                 }
             })
             .expect("spawn the commit thread");
-        Committer { tx, outbox_written }
+        Committer { tx, sink }
     }
 
-    /// Notified after each commit that wrote outbox rows. `notify_one` keeps a permit when
-    /// nobody waits, so a commit made while the waiter was busy is not missed.
-    pub(crate) fn outbox_signal(&self) -> Arc<Notify> {
-        self.outbox_written.clone()
+    /// The outbox rows of every later commit, in commit (and so seq) order. One receiver at a
+    /// time: a new call replaces the previous one. Rows written outside the group commit (and
+    /// rows a full receiver missed) are only in the store.
+    pub(crate) fn outbox_rows(&self) -> tokio_mpsc::UnboundedReceiver<Vec<OutboxRow>> {
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Deletes acknowledged outbox rows with the next batch (or on their own when idle).
+    pub(crate) fn published(&self, seqs: Vec<i64>) {
+        if !seqs.is_empty() {
+            let _ = self.tx.send(Job::Published(seqs));
+        }
     }
 
     /// Queues `outcome` and waits until its batch is committed.
     pub async fn commit(&self, outcome: InvocationOutcome) -> Result<(), String> {
+        self.commit_all(vec![outcome]).await
+    }
+
+    /// Queues `outcomes` and waits until they are committed (all in one transaction).
+    pub async fn commit_all(&self, outcomes: Vec<InvocationOutcome>) -> Result<(), String> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let (ack, done) = oneshot::channel();
         self.tx
-            .send((outcome, Some(ack)))
+            .send(Job::Commit(outcomes, Some(ack)))
             .map_err(|_| "the commit thread has stopped".to_string())?;
         done.await
             .map_err(|_| "the commit thread has stopped".to_string())?

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub warm_instances: Family<VersionLabels, Gauge>,
     /// Records deleted by retention since the store was created (age or row bounds).
     pub records_dropped: Family<KindLabels, Gauge>,
+    /// MQTT publishes of successful invocations, committed to the outbox (they have no log
+    /// line: one per publish was most of the log rows under MQTT load).
+    pub publishes: Family<VersionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +69,7 @@ impl Default for Metrics {
         });
         let warm_instances = Family::<VersionLabels, Gauge>::default();
         let records_dropped = Family::<KindLabels, Gauge>::default();
+        let publishes = Family::<VersionLabels, Counter>::default();
         registry.register("invocations", "Invocations by outcome", invocations.clone());
         registry.register("errors", "Failed invocations", errors.clone());
         registry.register(
@@ -88,6 +92,11 @@ impl Default for Metrics {
             "Records deleted by retention (all time)",
             records_dropped.clone(),
         );
+        registry.register(
+            "publishes",
+            "MQTT publishes of successful invocations (to the outbox)",
+            publishes.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -96,6 +105,7 @@ impl Default for Metrics {
             duration,
             warm_instances,
             records_dropped,
+            publishes,
         }
     }
 }

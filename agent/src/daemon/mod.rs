@@ -7,7 +7,7 @@ mod invoke;
 mod metrics;
 
 pub use committer::Committer;
-pub use invoke::{InvokeError, InvokeRequest, Invoked};
+pub use invoke::{Finish, InvokeError, InvokeRequest, Invoked};
 pub use metrics::Metrics;
 
 use crate::config::AgentConfig;

@@ -15,6 +15,7 @@ use rusqlite::Transaction;
 
 use super::db::{now_ms, Store};
 use super::error::Result;
+use super::outbox::OutboxRow;
 use super::records::{CommitExtra, InvocationOutcome};
 use super::stats::{self, minute_of, Bucket, VersionKey};
 use super::{dead_letters, dedup, functions, invocations, kv, logs, outbox, queue};
@@ -45,15 +46,20 @@ pub struct CommitSummary {
     pub dead_letters: usize,
 }
 
-/// Writes one [`CommitExtra`] in the caller's transaction, counting into `summary`.
+/// Writes one [`CommitExtra`] in the caller's transaction, counting into `summary` and
+/// collecting the outbox rows it wrote into `written` (when asked to).
 fn apply_extra(
     tx: &Transaction<'_>,
     extra: &CommitExtra,
     now: i64,
     summary: &mut CommitSummary,
+    mut written: Option<&mut Vec<OutboxRow>>,
 ) -> Result<()> {
     for message in &extra.outbox {
-        outbox::push(tx, message, now)?;
+        let seq = outbox::push(tx, message, now)?;
+        if let Some(rows) = written.as_deref_mut() {
+            rows.push(OutboxRow::written(seq, message, now));
+        }
     }
     summary.outbox_messages += extra.outbox.len();
     for (target, event) in &extra.enqueue {
@@ -86,8 +92,26 @@ impl Store {
         if batch.is_empty() {
             return Ok(CommitSummary::default());
         }
+        Ok(self.commit_published(batch, &[], None)?.0)
+    }
+
+    /// [`Store::commit`] that also deletes the published outbox rows `published` in the same
+    /// transaction (one write transaction instead of two, see `daemon/committer.rs`), and
+    /// returns the outbox rows the batch wrote when `collect` is set, so that the MQTT link can
+    /// publish them without reading them back. An empty `batch` only deletes.
+    pub fn commit_published(
+        &self,
+        batch: &[InvocationOutcome],
+        published: &[i64],
+        collect: Option<&mut Vec<OutboxRow>>,
+    ) -> Result<(CommitSummary, u64)> {
+        if batch.is_empty() && published.is_empty() {
+            return Ok((CommitSummary::default(), 0));
+        }
         let outbox_max = self.outbox_max_rows();
+        let mut collect = collect;
         self.write(|tx| {
+            let deleted = outbox::delete_many(tx, published)?;
             let now = now_ms();
             let mut summary = CommitSummary::default();
             let mut buckets: BTreeMap<(&str, VersionKey, i64), Bucket> = BTreeMap::new();
@@ -135,7 +159,7 @@ impl Store {
                         summary.kv_writes_discarded += item.kv_writes.len();
                     }
                 }
-                apply_extra(tx, &item.extra, now, &mut summary)?;
+                apply_extra(tx, &item.extra, now, &mut summary, collect.as_deref_mut())?;
             }
             for ((function, key, minute), bucket) in &buckets {
                 stats::add_to_bucket(tx, function, *key, *minute, bucket)?;
@@ -143,7 +167,7 @@ impl Store {
             if summary.outbox_messages > 0 {
                 summary.outbox_dropped = outbox::enforce_bound(tx, outbox_max)?;
             }
-            Ok(summary)
+            Ok((summary, deleted))
         })
     }
 
@@ -164,7 +188,7 @@ impl Store {
             let now = now_ms();
             let mut summary = CommitSummary::default();
             for extra in extras {
-                apply_extra(tx, extra, now, &mut summary)?;
+                apply_extra(tx, extra, now, &mut summary, None)?;
             }
             if summary.outbox_messages > 0 {
                 summary.outbox_dropped = outbox::enforce_bound(tx, outbox_max)?;
@@ -374,6 +398,36 @@ mod tests {
         );
         assert_eq!(store.outbox_count().unwrap(), 1);
         assert_eq!(store.queue_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn commit_published_deletes_acked_rows_and_returns_the_rows_it_wrote() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        let old = store
+            .outbox_push(&[OutboxMessage::new("out/old", vec![1], 1, None)])
+            .unwrap();
+        let mut ok = with_logs_and_kv("ok", Outcome::Success, "k");
+        ok.extra = extra_for("ok");
+        let mut rows = Vec::new();
+        let (summary, deleted) = store
+            .commit_published(&[ok.clone()], &old, Some(&mut rows))
+            .unwrap();
+        assert_eq!(
+            (summary.committed, summary.outbox_messages, deleted),
+            (1, 1, 1)
+        );
+        // What it returns is what a reader of the outbox sees.
+        assert_eq!(store.outbox_pending(10, 0).unwrap(), rows);
+        assert_eq!(rows[0].topic, "out/ok");
+        // Deletes alone, and a retried batch returns no rows.
+        let mut again = Vec::new();
+        let (summary, deleted) = store
+            .commit_published(&[ok], &[rows[0].seq], Some(&mut again))
+            .unwrap();
+        assert_eq!((summary.duplicates, deleted), (1, 1));
+        assert!(again.is_empty());
+        assert_eq!(store.outbox_count().unwrap(), 0);
     }
 
     #[test]

@@ -63,6 +63,34 @@ pub struct OutboxRow {
     pub created_ms: i64,
 }
 
+impl OutboxRow {
+    /// The row `push` wrote for `m` at `seq`.
+    pub(crate) fn written(seq: i64, m: &OutboxMessage, now: i64) -> OutboxRow {
+        OutboxRow {
+            seq,
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: m.qos,
+            correlation: m.correlation.clone(),
+            message_id: m.message_id.clone(),
+            created_ms: now,
+        }
+    }
+}
+
+/// Deletes published rows in the caller's transaction; returns how many existed.
+pub(crate) fn delete_many(tx: &Transaction<'_>, seqs: &[i64]) -> Result<u64> {
+    let mut n = 0;
+    // Bounded statement size (SQLite's default limit is 32766 variables).
+    for chunk in seqs.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        n += tx
+            .prepare_cached(&format!("DELETE FROM outbox WHERE seq IN ({marks})"))?
+            .execute(params_from_iter(chunk))? as u64;
+    }
+    Ok(n)
+}
+
 fn row_from(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     Ok(OutboxRow {
         seq: row.get(0)?,
@@ -155,17 +183,7 @@ impl Store {
         if seqs.is_empty() {
             return Ok(0);
         }
-        self.write(|tx| {
-            let mut n = 0;
-            // Bounded statement size (SQLite's default limit is 32766 variables).
-            for chunk in seqs.chunks(500) {
-                let marks = vec!["?"; chunk.len()].join(", ");
-                n += tx
-                    .prepare_cached(&format!("DELETE FROM outbox WHERE seq IN ({marks})"))?
-                    .execute(params_from_iter(chunk))? as u64;
-            }
-            Ok(n)
-        })
+        self.write(|tx| delete_many(tx, seqs))
     }
 
     /// Number of rows waiting to be published (O(1)).

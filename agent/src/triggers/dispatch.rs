@@ -64,6 +64,9 @@ pub enum Delivered {
     Failed { attempts: u32, error: String },
 }
 
+/// Where [`Dispatcher::deliver_batch`] reports how one delivery ended.
+pub type Done = tokio::sync::oneshot::Sender<Delivered>;
+
 #[derive(Clone)]
 pub struct Dispatcher {
     daemon: Daemon,
@@ -106,10 +109,95 @@ impl Dispatcher {
     }
 
     /// Async delivery: attempts with backoff until success or `retries` are used up.
-    pub async fn deliver(&self, route: &Route, mut event: OwnedEvent, carry: Carry) -> Delivered {
+    pub async fn deliver(&self, route: &Route, event: OwnedEvent, carry: Carry) -> Delivered {
+        self.deliver_from(route, event, carry, 1, String::new())
+            .await
+    }
+
+    /// Async deliveries of several events, their first attempts together
+    /// ([`Daemon::invoke_batch`]: one hop to the blocking pool, one group commit). Returns once
+    /// those are committed; each event's [`Delivered`] goes to its `done`. An event whose first
+    /// attempt does not end its delivery (a retriable failure, throttled) goes on like
+    /// [`Dispatcher::deliver`] in a task of its own.
+    pub async fn deliver_batch(&self, items: Vec<(Route, OwnedEvent, Carry, Done)>) {
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for (route, mut event, carry, done) in items {
+            event.attempt = 1;
+            match self.request(&route, event.clone()) {
+                Ok(req) => {
+                    let last = route.retries == 0;
+                    let (r, e, c) = (route.clone(), event.clone(), carry.clone());
+                    let finish: crate::daemon::Finish = Box::new(move |inv| {
+                        final_extra(&r, &e, inv, &c, 1, last || !retriable(inv))
+                    });
+                    batch.push((req, finish));
+                    sent.push((route, event, carry, done));
+                }
+                Err(e) => {
+                    let refused = self.refuse(&route, &event, &carry, 1, e.to_string()).await;
+                    let _ = done.send(refused);
+                }
+            }
+        }
+        let outcomes = self.daemon.invoke_batch(batch).await;
+        for ((route, event, carry, done), result) in sent.into_iter().zip(outcomes) {
+            let last = route.retries == 0;
+            let failed = |invoked: Invoked| {
+                format!(
+                    "{}: {}",
+                    invoked.invocation.outcome,
+                    invoked.invocation.error.unwrap_or_default()
+                )
+            };
+            match result {
+                Ok(invoked) if invoked.invocation.is_success() => {
+                    let _ = done.send(Delivered::Success {
+                        invoked,
+                        attempts: 1,
+                    });
+                }
+                Ok(invoked) if last || !retriable(&invoked.invocation) => {
+                    let _ = done.send(Delivered::Failed {
+                        attempts: 1,
+                        error: failed(invoked),
+                    });
+                }
+                // A retriable failure: the retries go on by themselves.
+                Ok(invoked) => {
+                    let (d, error) = (self.clone(), failed(invoked));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(retry_delay(1)).await;
+                        let _ = done.send(d.deliver_from(&route, event, carry, 2, error).await);
+                    });
+                }
+                // Throttled: start over as `deliver` does, which also waits out the throttle of
+                // an event held upstream.
+                Err(InvokeError::Throttled { .. }) => {
+                    let d = self.clone();
+                    tokio::spawn(async move {
+                        let _ = done.send(d.deliver(&route, event, carry).await);
+                    });
+                }
+                Err(e) => {
+                    let refused = self.refuse(&route, &event, &carry, 1, e.to_string()).await;
+                    let _ = done.send(refused);
+                }
+            }
+        }
+    }
+
+    /// [`Dispatcher::deliver`] from attempt `first` (`last_error`: how the one before failed).
+    async fn deliver_from(
+        &self,
+        route: &Route,
+        mut event: OwnedEvent,
+        carry: Carry,
+        first: u32,
+        mut last_error: String,
+    ) -> Delivered {
         let attempts = route.retries + 1;
-        let mut last_error = String::new();
-        let mut attempt = 1;
+        let mut attempt = first;
         let mut throttled_in_a_row = 0;
         while attempt <= attempts {
             event.attempt = attempt;

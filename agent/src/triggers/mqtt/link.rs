@@ -6,8 +6,8 @@ use super::wire::{self, AckToken, Client, Message, Notice};
 use super::MqttConfig;
 use crate::pool::OwnedEvent;
 use crate::runtime::topic;
-use crate::store::{Mapping, QueuedEvent, Reply, Source, Store};
-use crate::triggers::dispatch::{Carry, Dispatcher, Route};
+use crate::store::{Mapping, OutboxRow, QueuedEvent, Reply, Source, Store};
+use crate::triggers::dispatch::{Carry, Delivered, Dispatcher, Done, Route};
 use crate::triggers::Mappings;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,6 +16,10 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Outbox rows in flight at once.
 const OUTBOX_WINDOW: usize = 256;
+
+/// Rows kept in memory for sending at most; beyond (while disconnected, say) they are sent
+/// from the store.
+const READY_MAX: usize = 4096;
 
 pub struct Link {
     cfg: MqttConfig,
@@ -96,6 +100,53 @@ impl Drop for Claimed {
     }
 }
 
+/// Gathers the live deliveries of the messages in progress into batches for
+/// [`Dispatcher::deliver_batch`]: while one batch runs, the next fills up (at most two run at
+/// once, so one can commit while the next runs its guest calls). Under load this is one hop to
+/// the blocking pool and one group commit per batch instead of per message; a lone message
+/// goes through at once.
+#[derive(Clone)]
+struct Batcher(mpsc::UnboundedSender<(Route, OwnedEvent, Carry, Done)>);
+
+/// Messages (deliveries) per batch at most.
+const BATCH_MAX: usize = 64;
+
+impl Batcher {
+    fn start(dispatcher: Dispatcher) -> (Batcher, AbortOnDrop) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let running = Arc::new(Semaphore::new(2));
+        let task = tokio::spawn(async move {
+            let mut items = Vec::with_capacity(BATCH_MAX);
+            loop {
+                let Ok(turn) = running.clone().acquire_owned().await else {
+                    return;
+                };
+                if rx.recv_many(&mut items, BATCH_MAX).await == 0 {
+                    return;
+                }
+                let (d, batch) = (dispatcher.clone(), std::mem::take(&mut items));
+                tokio::spawn(async move {
+                    d.deliver_batch(batch).await;
+                    drop(turn);
+                });
+            }
+        });
+        (Batcher(tx), AbortOnDrop(task))
+    }
+
+    /// Delivers `event` with the next batch; the receiver resolves when its delivery ended.
+    fn submit(
+        &self,
+        route: Route,
+        event: OwnedEvent,
+        carry: Carry,
+    ) -> Option<oneshot::Receiver<Delivered>> {
+        let (done, ended) = oneshot::channel();
+        self.0.send((route, event, carry, done)).ok()?;
+        Some(ended)
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -142,6 +193,11 @@ fn poll_in_background(
 struct Outbox {
     /// Highest outbox seq handed to the client.
     sent_upto: i64,
+    /// Rows the group commit just wrote, handed over in memory (seq order): sent from here
+    /// while they follow `sent_upto` without a gap, which saves reading them back. A gap (rows
+    /// written outside the group commit, dropped by the bound, or before a restart) sends from
+    /// the store until the link has caught up.
+    ready: VecDeque<OutboxRow>,
     /// Sent rows waiting for rumqttc to report their packet id, in send order: (seq, qos).
     awaiting_pkid: VecDeque<(i64, u8)>,
     /// Packet id → outbox seq, waiting for PUBACK/PUBCOMP.
@@ -175,6 +231,7 @@ impl Link {
             }
         };
         let (mut notices, _poller) = poll_in_background(events);
+        let (batcher, _batcher_task) = Batcher::start(self.dispatcher.clone());
         // Messages being processed at once. Mosquitto 2.0.11 does not hold to our MQTT 5
         // receive maximum once acks flow (measured: ~300 unacknowledged of a 1,000 burst), and
         // QoS 0 has no flow control at all: unbounded, a burst became one task per message, far
@@ -188,11 +245,11 @@ impl Link {
         let mut connected = false;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut mappings = self.mappings.clone();
-        // Outbox rows are published as soon as a group commit wrote them (the tick is the
-        // fallback, for rows written outside the group commit), and acknowledged rows are
-        // deleted in batches off this loop.
-        let outbox_written = self.dispatcher.daemon().committer().outbox_signal();
-        let deleter = self.outbox_deleter();
+        // Outbox rows are published as soon as a group commit wrote them, from memory (the
+        // tick is the fallback, for rows written outside the group commit), and acknowledged
+        // rows are deleted by the group commit too.
+        let committer = self.dispatcher.daemon().committer().clone();
+        let mut committed_rows = committer.outbox_rows();
         loop {
             tokio::select! {
                 Some(ev) = notices.recv() => match ev {
@@ -216,7 +273,7 @@ impl Link {
                             .acquire_owned()
                             .await
                             .expect("the semaphore is never closed");
-                        self.on_message(m, &mut acks, &done_tx, permit, &mut queue_turn)
+                        self.on_message(m, &mut acks, &done_tx, permit, &mut queue_turn, &batcher)
                     }
                     // rumqttc resending an unacknowledged publish of the resumed session: a
                     // row already waiting for its ack, not the next one sent. (Taking it for
@@ -226,7 +283,7 @@ impl Link {
                     Ok(Notice::Sent(pkid)) => {
                         if let Some((seq, qos)) = outbox.awaiting_pkid.pop_front() {
                             if qos == 0 {
-                                let _ = deleter.send(seq);
+                                committer.published(vec![seq]);
                             } else {
                                 outbox.awaiting_ack.insert(pkid, seq);
                             }
@@ -234,7 +291,7 @@ impl Link {
                     }
                     Ok(Notice::Acked(pkid)) => {
                         if let Some(seq) = outbox.awaiting_ack.remove(&pkid) {
-                            let _ = deleter.send(seq);
+                            committer.published(vec![seq]);
                         }
                     }
                     Ok(Notice::Other) => {}
@@ -260,7 +317,11 @@ impl Link {
                         self.sync_subscriptions(&client, &mut subscribed).await;
                     }
                 }
-                _ = outbox_written.notified() => {
+                Some(rows) = committed_rows.recv() => {
+                    outbox.ready.extend(rows);
+                    if outbox.ready.len() > READY_MAX {
+                        outbox.ready.clear();
+                    }
                     if connected {
                         self.pump_outbox(&client, &mut outbox).await;
                     }
@@ -322,6 +383,7 @@ impl Link {
         done: &mpsc::UnboundedSender<(Ticket, AckToken)>,
         permit: OwnedSemaphorePermit,
         queue_turn: &mut Option<oneshot::Receiver<()>>,
+        batcher: &Batcher,
     ) {
         let targets: Vec<Mapping> = self
             .mappings
@@ -348,6 +410,7 @@ impl Link {
             (queue_turn.replace(rx), tx)
         });
         let known_empty = self.known_empty.clone();
+        let batcher = batcher.clone();
         let dispatcher = self.dispatcher.clone();
         let session = self.session.clone();
         let done = done.clone();
@@ -442,7 +505,9 @@ impl Link {
                 }
             }
             drop(turn);
-            // Phase 2: live deliveries.
+            // Phase 2: live deliveries, batched with other messages' (all of this message's
+            // at once: they are independent).
+            let mut deliveries = Vec::new();
             for (mapping, event, mark) in live {
                 let carry = Carry {
                     dedup_mark: mark,
@@ -452,7 +517,17 @@ impl Link {
                     // Unacknowledged, so the broker holds it: wait out a throttle.
                     hold_when_throttled: m.qos > 0,
                 };
-                dispatcher.deliver(&Route::of(&mapping), event, carry).await;
+                deliveries.push(batcher.submit(Route::of(&mapping), event, carry));
+            }
+            for delivery in deliveries {
+                let ended = match delivery {
+                    Some(ended) => ended.await.is_ok(),
+                    None => false,
+                };
+                if !ended {
+                    // The link is shutting down: leave the message unacknowledged.
+                    return;
+                }
             }
             if let Some(t) = ticket {
                 let _ = done.send((t, m.token));
@@ -460,65 +535,80 @@ impl Link {
         });
     }
 
-    /// Sends outbox rows not yet sent, up to the window.
+    /// Sends outbox rows not yet sent, up to the window: the ones handed over in memory while
+    /// they follow on from what was sent, otherwise the next ones from the store.
     async fn pump_outbox(&self, client: &Client, outbox: &mut Outbox) {
-        let in_flight = outbox.awaiting_pkid.len() + outbox.awaiting_ack.len();
-        if in_flight >= OUTBOX_WINDOW {
-            return;
-        }
-        let (store, after, limit) = (
-            self.store().clone(),
-            outbox.sent_upto,
-            OUTBOX_WINDOW - in_flight,
-        );
-        let rows =
-            match tokio::task::spawn_blocking(move || store.outbox_pending(limit as u32, after))
-                .await
+        loop {
+            let in_flight = outbox.awaiting_pkid.len() + outbox.awaiting_ack.len();
+            if in_flight >= OUTBOX_WINDOW {
+                return;
+            }
+            while outbox
+                .ready
+                .front()
+                .is_some_and(|r| r.seq <= outbox.sent_upto)
             {
-                Ok(Ok(rows)) => rows,
-                _ => return,
+                outbox.ready.pop_front();
+            }
+            let room = OUTBOX_WINDOW - in_flight;
+            // After this batch: whether there may be more to send now.
+            let more;
+            let rows: Vec<OutboxRow> = match outbox.ready.front() {
+                Some(r) if r.seq == outbox.sent_upto + 1 => {
+                    let n = outbox.ready.len().min(room);
+                    // Emptied: the store holds nothing newer that was committed before these.
+                    more = outbox.ready.len() > n;
+                    outbox.ready.drain(..n).collect()
+                }
+                _ => {
+                    let (store, after, limit) = (
+                        self.store().clone(),
+                        outbox.sent_upto,
+                        OUTBOX_WINDOW - in_flight,
+                    );
+                    let rows = match tokio::task::spawn_blocking(move || {
+                        store.outbox_pending(limit as u32, after)
+                    })
+                    .await
+                    {
+                        Ok(Ok(rows)) => rows,
+                        _ => return,
+                    };
+                    more = rows.len() == room;
+                    if !more {
+                        // Caught up with the store: rows still waiting in memory past the
+                        // newest stored one were dropped by the outbox bound.
+                        let newest = rows.last().map_or(outbox.sent_upto, |r| r.seq);
+                        outbox.ready.retain(|r| r.seq <= newest);
+                    }
+                    rows
+                }
             };
-        for row in rows {
-            let qos = row.qos.min(2);
-            match client
-                .publish(
-                    &row.topic,
-                    qos,
-                    row.payload.into(),
-                    row.correlation.map(Into::into),
-                    &row.message_id,
-                )
-                .await
-            {
-                Ok(()) => {
-                    outbox.sent_upto = row.seq;
-                    outbox.awaiting_pkid.push_back((row.seq, qos));
+            for row in rows {
+                let qos = row.qos.min(2);
+                match client
+                    .publish(
+                        &row.topic,
+                        qos,
+                        row.payload.into(),
+                        row.correlation.map(Into::into),
+                        &row.message_id,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        outbox.sent_upto = row.seq;
+                        outbox.awaiting_pkid.push_back((row.seq, qos));
+                    }
+                    Err(e) => {
+                        eprintln!("edgefn-agent: MQTT publish to {} failed: {e}", row.topic);
+                        return;
+                    }
                 }
-                Err(e) => {
-                    eprintln!("edgefn-agent: MQTT publish to {} failed: {e}", row.topic);
-                    return;
-                }
+            }
+            if !more {
+                return;
             }
         }
-    }
-
-    /// A task deleting published outbox rows: one transaction for all the rows acknowledged
-    /// while the previous one ran (one per row would queue behind the group commit for the
-    /// store's writer and hold up this loop). It ends when the sender is dropped.
-    fn outbox_deleter(&self) -> mpsc::UnboundedSender<i64> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<i64>();
-        let store = self.store().clone();
-        tokio::spawn(async move {
-            let mut seqs = Vec::new();
-            while rx.recv_many(&mut seqs, 4096).await > 0 {
-                let (st, batch) = (store.clone(), std::mem::take(&mut seqs));
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || st.outbox_delete_many(&batch)).await
-                {
-                    eprintln!("edgefn-agent: cannot delete published outbox rows: {e}");
-                }
-            }
-        });
-        tx
     }
 }
