@@ -79,6 +79,91 @@ impl Schedule {
     }
 }
 
+/// What a schedule does next, decided by [`Planner::step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing is due before this time (Unix ms): sleep until then.
+    SleepUntil(i64),
+    /// Deliver the event of this scheduled time (Unix ms) now.
+    Fire(i64),
+    /// The agent was stalled (machine suspended, clock jumped) over `count` scheduled times,
+    /// the last of them `last_ms`, and the policy was `skip`: none fires.
+    Skipped { count: u64, last_ms: i64 },
+}
+
+/// A running schedule's state, with no I/O (the loop in [`run`] owns the clock and the
+/// sleeping): which scheduled time is next, and what to do when the agent wakes up late.
+///
+/// Each next time is computed from the previous *scheduled* time, so late wake-ups never shift
+/// the grid (no drift over hours). A wake-up late by less than a period fires the one time that
+/// is due, late. When several times are due at once (the agent stalled for more than a period),
+/// the mapping's missed-run policy applies, as after downtime: `skip` fires none of them,
+/// `run-once` fires the last of them once.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    schedule: Schedule,
+    missed: Missed,
+    /// The last scheduled time dealt with (fired or skipped).
+    last_ms: i64,
+}
+
+impl Planner {
+    /// A schedule whose times after `last_ms` are still to come.
+    pub fn new(schedule: Schedule, missed: Missed, last_ms: i64) -> Planner {
+        Planner {
+            schedule,
+            missed,
+            last_ms,
+        }
+    }
+
+    /// The last scheduled time dealt with (to persist).
+    pub fn last_ms(&self) -> i64 {
+        self.last_ms
+    }
+
+    /// What to do at `now_ms`; `None` when the schedule has no further times.
+    pub fn step(&mut self, now_ms: i64) -> Option<Step> {
+        let next = self.schedule.next_after(self.last_ms)?;
+        if now_ms < next {
+            return Some(Step::SleepUntil(next));
+        }
+        match self.schedule.next_after(next) {
+            // Only `next` is due: fire it (late or not).
+            Some(after) if after > now_ms => {
+                self.last_ms = next;
+                Some(Step::Fire(next))
+            }
+            // Several are due: missed runs.
+            _ => {
+                let last = self.schedule.last_between(self.last_ms, now_ms)?;
+                self.last_ms = last;
+                match self.missed {
+                    Missed::RunOnce => Some(Step::Fire(last)),
+                    Missed::Skip => Some(Step::Skipped {
+                        count: self.count_between(next, last),
+                        last_ms: last,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Scheduled times in `first..=last` (both scheduled times).
+    fn count_between(&self, first: i64, last: i64) -> u64 {
+        let mut n = 1;
+        let mut t = first;
+        while t < last && n < 1_000_000 {
+            match self.schedule.next_after(t) {
+                Some(next) => t = next,
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
 /// Runs one schedule mapping until the task is aborted. `at_start_up`: the agent just started,
 /// so runs missed since the last one are downtime, for the mapping's missed-run policy.
 pub async fn run(dispatcher: Dispatcher, mapping: Mapping, at_start_up: bool) {
@@ -110,7 +195,7 @@ pub async fn run(dispatcher: Dispatcher, mapping: Mapping, at_start_up: bool) {
             .and_then(|r| r.ok())
             .flatten()
     };
-    let mut last = match stored.and_then(|v| v.parse::<i64>().ok()) {
+    let last = match stored.and_then(|v| v.parse::<i64>().ok()) {
         Some(last) => {
             if missed == Missed::RunOnce && at_start_up {
                 if let Some(t) = schedule.last_between(last, now) {
@@ -132,18 +217,34 @@ pub async fn run(dispatcher: Dispatcher, mapping: Mapping, at_start_up: bool) {
         }
         None => now,
     };
+    let mut planner = Planner::new(schedule, missed, last);
     loop {
-        let Some(next) = schedule.next_after(last) else {
+        let Some(step) = planner.step(crate::runtime::now_ms() as i64) else {
             return;
         };
-        let wait = next - crate::runtime::now_ms() as i64;
-        if wait > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        match step {
+            Step::SleepUntil(t) => {
+                let wait = t - crate::runtime::now_ms() as i64;
+                if wait > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+                }
+                continue;
+            }
+            Step::Fire(t) => fire(&dispatcher, &mapping, t).await,
+            Step::Skipped { count, last_ms } => log(
+                &dispatcher,
+                &mapping,
+                crate::store::Level::Warn,
+                format!(
+                    "schedule {}: the agent was stalled; {count} runs up to {} were missed and \
+                     skipped (missed: skip)",
+                    mapping.name,
+                    rfc3339(last_ms)
+                ),
+            ),
         }
-        fire(&dispatcher, &mapping, next).await;
-        last = next;
-        let (s, k) = (store.clone(), key.clone());
-        let _ = tokio::task::spawn_blocking(move || s.meta_set(&k, &next.to_string())).await;
+        let (s, k, done) = (store.clone(), key.clone(), planner.last_ms());
+        let _ = tokio::task::spawn_blocking(move || s.meta_set(&k, &done.to_string())).await;
     }
 }
 
@@ -195,6 +296,108 @@ mod tests {
         );
         assert_eq!(s.last_between(500, 4000), Some(3500));
         assert_eq!(s.last_between(3500, 3600), None);
+    }
+
+    /// Runs a planner against a simulated clock from `start` to `end`: every sleep wakes up
+    /// late by a pseudo-random 0..`jitter_ms`, and at `stall` (start, length) the agent is
+    /// frozen. Returns the fired and skipped scheduled times.
+    fn simulate(
+        mut p: Planner,
+        start: i64,
+        end: i64,
+        jitter_ms: i64,
+        stall: Option<(i64, i64)>,
+    ) -> (Vec<i64>, Vec<(u64, i64)>) {
+        let (mut now, mut seed) = (start, 0x2545_f491_4f6c_dd1d_u64);
+        let (mut fired, mut skipped) = (Vec::new(), Vec::new());
+        while now < end {
+            match p.step(now).unwrap() {
+                Step::SleepUntil(t) => {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    now = t + (seed % jitter_ms.max(1) as u64) as i64;
+                    if let Some((at, len)) = stall {
+                        if now >= at && now < at + len {
+                            now = at + len;
+                        }
+                    }
+                }
+                Step::Fire(t) => fired.push(t),
+                Step::Skipped { count, last_ms } => skipped.push((count, last_ms)),
+            }
+        }
+        (fired, skipped)
+    }
+
+    #[test]
+    fn six_hours_of_late_wake_ups_do_not_drift() {
+        let every = Schedule::Every {
+            interval_ms: 1000,
+            anchor_ms: 250,
+        };
+        let hours = 6 * 3_600_000;
+        let (fired, skipped) = simulate(Planner::new(every, Missed::Skip, 0), 0, hours, 300, None);
+        assert!(skipped.is_empty());
+        assert_eq!(
+            fired.len(),
+            6 * 3600,
+            "one per second, none lost or doubled"
+        );
+        assert!(fired
+            .iter()
+            .enumerate()
+            .all(|(i, t)| *t == 250 + i as i64 * 1000));
+
+        let cron = Schedule::Cron(Box::new(parse_cron("*/15 * * * * *").unwrap()));
+        let t0 = 1_700_000_000_000;
+        let (fired, _) = simulate(
+            Planner::new(cron, Missed::Skip, t0),
+            t0,
+            t0 + hours,
+            900,
+            None,
+        );
+        assert_eq!(fired.len(), 6 * 3600 / 15);
+        assert!(fired.iter().all(|t| t % 15_000 == 0), "on the cron grid");
+    }
+
+    #[test]
+    fn a_stall_longer_than_a_period_applies_the_missed_policy() {
+        let every = || Schedule::Every {
+            interval_ms: 60_000,
+            anchor_ms: 0,
+        };
+        // Frozen from 10:30 (minutes) for an hour: 60 scheduled times pass.
+        let stall = Some((630_000, 3_600_000));
+        let (fired, skipped) = simulate(
+            Planner::new(every(), Missed::Skip, 0),
+            0,
+            7_200_000,
+            10,
+            stall,
+        );
+        assert_eq!(skipped, vec![(60, 4_200_000)]);
+        assert!(!fired.contains(&660_000) && fired.contains(&4_260_000));
+        // Scheduled times in (0, 2 h): 119, of which 60 fell in the stall.
+        assert_eq!(fired.len(), 119 - 60);
+
+        let (fired, skipped) = simulate(
+            Planner::new(every(), Missed::RunOnce, 0),
+            0,
+            7_200_000,
+            10,
+            stall,
+        );
+        assert!(skipped.is_empty());
+        assert_eq!(fired.len(), 119 - 60 + 1, "one catch-up run");
+        assert!(fired.contains(&4_200_000) && !fired.contains(&4_140_000));
+
+        // Late by less than a period: the due time fires, late.
+        let mut p = Planner::new(every(), Missed::Skip, 0);
+        assert_eq!(p.step(59_000), Some(Step::SleepUntil(60_000)));
+        assert_eq!(p.step(119_999), Some(Step::Fire(60_000)));
+        assert_eq!(p.step(119_999), Some(Step::SleepUntil(120_000)));
     }
 
     #[test]
