@@ -535,18 +535,20 @@ struct Broker {
 
 impl Broker {
     fn start(tag: &str) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Broker::start_with(tag, |_, _| String::new())
+    }
+
+    /// A broker whose config also has what `extra(dir, port)` returns (more listeners, TLS).
+    fn start_with(tag: &str, extra: impl Fn(&Path, u16) -> String) -> Broker {
+        let port = free_port();
         let dir = TempDir::new(&format!("broker-{tag}"));
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}/\nuser root\nset_tcp_nodelay true\n\
-             log_dest file {}/mosquitto.log\n",
+             log_dest file {}/mosquitto.log\n{}",
             dir.path().display(),
-            dir.path().display()
+            dir.path().display(),
+            extra(dir.path(), port),
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut b = Broker {
@@ -599,6 +601,14 @@ impl Broker {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Broker {
@@ -1369,6 +1379,223 @@ fn function_destinations_chain_by_spec_and_stop_at_the_depth_limit() {
     // And nothing more runs after the dead letter.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(records(&a, "again").len(), 9);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. mqtts:// with a client certificate, and shared subscriptions
+
+/// Runs openssl in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and, signed by it, `server` (for localhost and 127.0.0.1) and `client`
+/// certificates with their keys, as PEM files in `dir`.
+fn test_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=edgefn test CA"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let (key, csr, pem, ext) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.pem"),
+            format!("{who}.ext"),
+        );
+        openssl(
+            dir,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[test]
+fn mqtts_with_a_client_certificate() {
+    let prefix = unique("tls");
+    let pki = TempDir::new("tls-pki");
+    test_pki(pki.path());
+    let tls_port = free_port();
+    let p = pki.path().to_path_buf();
+    // A plain listener for the test's clients, a TLS one (client certificate required) for the
+    // agent.
+    let broker = Broker::start_with("tls", move |_, _| {
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\n\
+             keyfile {0}/server.key\nrequire_certificate true\n",
+            p.display()
+        )
+    });
+    let config = |key_file: &str| {
+        format!(
+            "[mqtt]\nurl = \"mqtts://localhost:{tls_port}\"\nclient_id = \"{}\"\n\
+             ca_file = \"{1}/ca.pem\"\ncert_file = \"{1}/client.pem\"\nkey_file = \"{1}/{key_file}\"\n",
+            client_id(&prefix, key_file),
+            pki.path().display()
+        )
+    };
+    let conf = pki.path().join("agent.toml");
+    std::fs::write(&conf, config("client.key")).unwrap();
+    let a = Agent::start_with("trig-tls", &["--config", conf.to_str().unwrap()]);
+    a.cli(&["function", "create", "echo", "--module", &module("echo")])
+        .ok();
+    let (input, output) = (format!("{prefix}/in"), format!("{prefix}/out"));
+    map(
+        &a,
+        &[
+            "--function",
+            "echo",
+            "--mqtt",
+            &input,
+            "--qos",
+            "1",
+            "--on-success",
+            &format!("topic:{output}"),
+        ],
+    );
+    let client = Mqtt::connect(broker.port, &client_id(&prefix, "c"));
+    client.subscribe(&output, QoS::AtLeastOnce);
+    let got = poll(&a, "a round trip through the TLS link", WAIT, || {
+        client.publish(&input, QoS::AtLeastOnce, "over tls");
+        client.next_on(&output, Duration::from_millis(500))
+    });
+    assert_eq!(got.payload, b"over tls");
+    assert!(
+        a.stderr_text()
+            .contains(&format!("MQTT connected to localhost:{tls_port}")),
+        "{}",
+        a.stderr_text()
+    );
+
+    // A key that does not belong to the certificate: the agent names the problem and keeps
+    // running without MQTT.
+    let bad = pki.path().join("bad.toml");
+    std::fs::write(&bad, config("server.key")).unwrap();
+    let b = Agent::start_with("trig-tls-bad", &["--config", bad.to_str().unwrap()]);
+    b.poll("the TLS failure in the log", WAIT, || {
+        let err = b.stderr_text();
+        err.contains("MQTT").then_some(err)
+    });
+    assert!(
+        b.stderr_text().contains("client certificate: keys may not be consistent"),
+        "{}",
+        b.stderr_text()
+    );
+    assert!(
+        !b.stderr_text().contains("MQTT connected"),
+        "{}",
+        b.stderr_text()
+    );
+    assert_eq!(b.http().get("/v1/health").status, 200);
+}
+
+#[test]
+fn shared_subscriptions_split_the_messages_between_agents() {
+    let prefix = unique("shared");
+    let agents = [
+        agent_on("trig-shared-a", BROKER_PORT),
+        agent_on("trig-shared-b", BROKER_PORT),
+    ];
+    let input = format!("{prefix}/in");
+    for (i, a) in agents.iter().enumerate() {
+        a.cli(&["function", "create", "echo", "--module", &module("echo")])
+            .ok();
+        map(
+            a,
+            &[
+                "--function",
+                "echo",
+                "--mqtt",
+                &input,
+                "--qos",
+                "1",
+                "--shared-group",
+                &prefix.replace('/', "-"),
+            ],
+        );
+        wait_subscribed(a, BROKER_PORT, &format!("{prefix}-{i}"));
+    }
+    let client = Mqtt::connect(BROKER_PORT, &client_id(&prefix, "c"));
+    let n = 40;
+    for i in 0..n {
+        client.publish(&input, QoS::AtLeastOnce, format!("m{i}"));
+    }
+    let counts = poll(&agents[0], "all messages processed once", WAIT, || {
+        let c: Vec<usize> = agents.iter().map(|a| successes(a, "echo")).collect();
+        (c.iter().sum::<usize>() >= n).then_some(c)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let again: Vec<usize> = agents.iter().map(|a| successes(a, "echo")).collect();
+    assert_eq!(again, counts, "nothing more arrives");
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        n,
+        "each message once: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "both agents got a share: {counts:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
