@@ -1534,7 +1534,7 @@ fn mqtts_with_a_client_certificate() {
     let b = Agent::start_with("trig-tls-bad", &["--config", bad.to_str().unwrap()]);
     b.poll("the TLS failure in the log", WAIT, || {
         let err = b.stderr_text();
-        err.contains("MQTT").then_some(err)
+        err.contains("edgefn-agent: MQTT").then_some(err)
     });
     assert!(
         b.stderr_text().contains("client certificate: keys may not be consistent"),
