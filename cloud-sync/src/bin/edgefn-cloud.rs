@@ -47,6 +47,10 @@ enum Command {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// A cloud-side MQTT broker (`mqtt://HOST[:PORT]`) to nudge devices through when their
+        /// desired state changes (topic `edgefn/devices/{device_id}/desired`).
+        #[arg(long)]
+        mqtt: Option<String>,
         /// How long a desired-state document is valid.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         document_ttl: Duration,
@@ -88,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             artifacts,
             tls_cert,
             tls_key,
+            mqtt,
             document_ttl,
         } => {
             let mut opts = ServeOptions::new(dir);
@@ -95,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.db = db;
             opts.artifacts = artifacts;
             opts.tls = tls_cert.zip(tls_key);
+            opts.mqtt = mqtt;
             opts.settings.document_ttl_ms = document_ttl.as_millis() as i64;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -11,6 +11,8 @@
 //! DIR/artifacts/      module bytes by sha256 (default --artifacts)
 //! ```
 
+pub mod nudge;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +100,8 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// How often rollouts advance without status reports (health waits).
     pub tick: Duration,
+    /// `mqtt://HOST[:PORT]` of a cloud-side broker to publish nudges to ([`nudge`]).
+    pub mqtt: Option<String>,
 }
 
 impl ServeOptions {
@@ -110,6 +114,7 @@ impl ServeOptions {
             tls: None,
             settings: Settings::default(),
             tick: Duration::from_millis(250),
+            mqtt: None,
         }
     }
 }
@@ -225,6 +230,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
             (task, format!("http://{addr}"))
         }
     };
+    if let Some(url) = &opts.mqtt {
+        nudge::start(service.clone(), url)?;
+    }
     let ticker = service.clone();
     let period = opts.tick;
     tokio::spawn(async move {

@@ -145,4 +145,28 @@ impl Service {
             })
             .await
     }
+
+    /// Brings every enrolled device's document up to date; returns (device id, sequence).
+    pub async fn refresh_documents(&self) -> Result<Vec<(String, u64)>> {
+        let ids: Vec<String> = self
+            .store
+            .tx(|tx| {
+                tx.query(
+                    "SELECT id FROM devices WHERE credential_hash IS NOT NULL ORDER BY id",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.text(0))
+                .collect()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A device deleted meanwhile has no document: skip it.
+            if let Ok((seq, _)) = self.desired(id.clone()).await {
+                out.push((id, seq));
+            }
+        }
+        Ok(out)
+    }
 }

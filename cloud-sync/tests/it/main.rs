@@ -6,6 +6,7 @@ mod support;
 
 mod binaries;
 mod devices;
+mod nudge;
 mod registry;
 mod replicas;
 mod rollouts;
