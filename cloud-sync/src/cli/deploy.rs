@@ -30,6 +30,10 @@ pub enum DeployCmd {
         /// How long a device must stay healthy before its batch counts as done.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         health_wait: Duration,
+        /// A released device that has not reported within this long counts as failed
+        /// (`0s` = wait for ever).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        report_timeout: Duration,
         /// Show progress until the rollout ends; exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
@@ -157,6 +161,7 @@ pub fn run(c: &Client, json_out: bool, cmd: DeployCmd) -> Result<(), CliError> {
             batch,
             failure_threshold,
             health_wait,
+            report_timeout,
             wait,
         } => {
             let body = json!({
@@ -166,6 +171,7 @@ pub fn run(c: &Client, json_out: bool, cmd: DeployCmd) -> Result<(), CliError> {
                 "batch_percent": batch,
                 "failure_threshold_percent": failure_threshold,
                 "health_wait_ms": health_wait.as_millis() as u64,
+                "report_timeout_ms": report_timeout.as_millis() as u64,
             });
             let v = c.call(Method::Post, "/v1/deployments", Some(&body))?;
             let id = text(&v["id"]);

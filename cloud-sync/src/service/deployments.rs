@@ -50,6 +50,10 @@ pub struct NewDeployment {
     pub failure_threshold_percent: u32,
     #[serde(default)]
     pub health_wait_ms: u64,
+    /// A released device that has not reported within this long counts as failed (0 = wait
+    /// for ever).
+    #[serde(default)]
+    pub report_timeout_ms: u64,
 }
 
 fn default_batch() -> u32 {
@@ -76,6 +80,7 @@ pub struct DeploymentInfo {
     pub batch_percent: u32,
     pub failure_threshold_percent: u32,
     pub health_wait_ms: u64,
+    pub report_timeout_ms: u64,
     pub batches: u32,
     /// The newest released batch (0-based).
     pub current_batch: u32,
@@ -95,7 +100,7 @@ pub(crate) fn content_of(r: &str) -> Result<Content> {
 
 const COLUMNS: &str =
     "id, group_name, status, message, batch_percent, failure_percent, health_wait_ms,
-    batches, current_batch, content, created_ms, updated_ms";
+    batches, current_batch, content, created_ms, updated_ms, report_timeout_ms";
 
 fn from_row(tx: &mut dyn Tx, r: &Row, with_devices: bool) -> Result<DeploymentInfo> {
     let id = r.text(0)?;
@@ -129,6 +134,7 @@ fn from_row(tx: &mut dyn Tx, r: &Row, with_devices: bool) -> Result<DeploymentIn
         batch_percent: r.u32(4)?,
         failure_threshold_percent: r.u32(5)?,
         health_wait_ms: r.u64(6)?,
+        report_timeout_ms: r.u64(12)?,
         batches: r.u32(7)?,
         current_batch: r.u32(8)?,
         mappings: content.mappings.iter().map(|m| m.id.clone()).collect(),
@@ -268,11 +274,13 @@ impl Service {
                 };
                 tx.execute(
                     "INSERT INTO deployments (id, group_name, content, batch_percent, failure_percent, health_wait_ms,
-                                              status, batches, current_batch, message, created_ms, updated_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)",
+                                              status, batches, current_batch, message, created_ms, updated_ms,
+                                              report_timeout_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10, $11)",
                     params![
                         &id, &new.group, serde_json::to_string(&content).unwrap(), new.batch_percent,
-                        new.failure_threshold_percent, new.health_wait_ms, status, batches as i64, message, now
+                        new.failure_threshold_percent, new.health_wait_ms, status, batches as i64, message, now,
+                        new.report_timeout_ms
                     ],
                 )?;
                 for (i, d) in devices.iter().enumerate() {

@@ -6,6 +6,7 @@
 //! 1. `failed * 100 > threshold * released` -> the deployment is rolled back: status
 //!    `rolled_back`, every device's state `rolled_back`; desired states drop it, so devices go
 //!    back to what the previous deployments give them.
+//! 0. A device `released` for `report_timeout_ms` (if set) without a report becomes `failed`.
 //! 2. A device `applied` for `health_wait_ms` becomes `healthy`.
 //! 3. When every device of the current batch is `healthy` or `failed`, the next batch is
 //!    released; after the last one the deployment has `succeeded`.
@@ -35,7 +36,23 @@ pub(crate) fn advance_all(tx: &mut dyn Tx) -> Result<bool> {
 
 fn advance(tx: &mut dyn Tx, id: &str) -> Result<bool> {
     let now = now_ms();
-    let d = get_tx(tx, id, true)?;
+    let mut d = get_tx(tx, id, true)?;
+    let mut changed = false;
+    if d.report_timeout_ms > 0 {
+        let error = format!(
+            "no status report within {} of release",
+            humantime::format_duration(std::time::Duration::from_millis(d.report_timeout_ms))
+        );
+        let timed_out = tx.execute(
+            "UPDATE deployment_devices SET state = 'failed', error = $3
+              WHERE deployment_id = $1 AND state = 'released' AND released_ms <= $2",
+            params![id, now - d.report_timeout_ms as i64, error],
+        )?;
+        if timed_out > 0 {
+            changed = true;
+            d = get_tx(tx, id, true)?;
+        }
+    }
     let released: Vec<_> = d
         .devices
         .iter()
@@ -59,7 +76,7 @@ fn advance(tx: &mut dyn Tx, id: &str) -> Result<bool> {
         )?;
         return Ok(true);
     }
-    let mut changed = tx.execute(
+    changed |= tx.execute(
         "UPDATE deployment_devices SET state = 'healthy'
           WHERE deployment_id = $1 AND state = 'applied' AND applied_ms <= $2",
         params![id, now - d.health_wait_ms as i64],

@@ -91,6 +91,7 @@ CREATE TABLE deployments (
     batch_percent BIGINT NOT NULL,
     failure_percent BIGINT NOT NULL,
     health_wait_ms BIGINT NOT NULL,
+    report_timeout_ms BIGINT NOT NULL,
     status TEXT NOT NULL,
     batches BIGINT NOT NULL,
     current_batch BIGINT NOT NULL,

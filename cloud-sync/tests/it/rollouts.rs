@@ -272,3 +272,41 @@ fn rotation(backend: Backend) {
     assert_eq!(st, 400, "{v}");
 }
 both!(key_rotation_retires_after_confirmation, rotation);
+
+fn silent_device(backend: Backend) {
+    let s = Server::start(backend);
+    let v1 = s.publish("f", 1);
+    let mut devs = s.fleet("fleet", 2);
+    let dep = deploy(
+        &s,
+        json!({"group": "fleet", "functions": [format!("f:{v1}")], "failure_threshold_percent": 50, "report_timeout_ms": 300}),
+    );
+    let id = dep["id"].as_str().unwrap().to_owned();
+    devs[0].fetch();
+    devs[0].report(&id, "healthy", None);
+    // devs[1] never reports: after the timeout it counts as failed (1 of 2 = 50%: tolerated)
+    let done = eventually(5, || {
+        Some(status(&s, &id)).filter(|d| d["status"] != "running")
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let silent = done["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == devs[1].name.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(silent["state"], "failed");
+    assert!(
+        silent["error"]
+            .as_str()
+            .unwrap()
+            .contains("no status report"),
+        "{silent}"
+    );
+    assert!(
+        devs[1].functions().is_empty(),
+        "a failed device is not told to run it"
+    );
+}
+both!(a_silent_device_times_out, silent_device);
