@@ -207,10 +207,24 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
     let mut mappings_out = Vec::new();
     for id in &new.mappings {
         let m = mappings::get_tx(tx, id)?;
-        if !by_name.contains_key(&m.function) {
+        let Some(f) = by_name.get(&m.function) else {
             return Err(StoreError::invalid(format!(
                 "mapping {} feeds {}, which this deployment does not deploy",
                 m.id, m.function
+            )));
+        };
+        // A device holds only the deployed versions and aliases of a cloud function (no
+        // `latest`), so the mapping's qualifier must be one of them.
+        let resolves = match Qualifier::parse(&m.qualifier).map_err(StoreError::invalid)? {
+            Qualifier::Latest => false,
+            Qualifier::Version(v) => f.versions.contains(&v),
+            Qualifier::Alias(a) => f.aliases.iter().any(|x| x.name == a),
+        };
+        if !resolves {
+            return Err(StoreError::invalid(format!(
+                "mapping {} feeds {}:{}, which this deployment does not carry (devices get only \
+                 the versions and aliases deployed: deploy {}:{} or map one of them)",
+                m.id, m.function, m.qualifier, m.function, m.qualifier
             )));
         }
         mappings_out.push(crate::protocol::MappingState {

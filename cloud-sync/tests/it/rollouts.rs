@@ -157,7 +157,31 @@ fn cancel_and_rules(backend: Backend) {
     let v1 = s.publish("f", 1);
     let mut devs = s.fleet("fleet", 2);
     let op = s.op();
+    op.ok("POST", "/v1/mappings", Some(&json!({"function": "f", "name": "on-latest", "source": {"kind": "mqtt", "filter": "x"}})));
+    op.ok(
+        "POST",
+        "/v1/mappings",
+        Some(
+            &json!({"function": "f:1", "name": "on-1", "source": {"kind": "mqtt", "filter": "y"}}),
+        ),
+    );
+    s.publish("g", 1);
     for (body, code, needle) in [
+        (
+            json!({"group": "fleet", "functions": ["f:1"], "mappings": ["on-latest"]}),
+            422,
+            "does not carry",
+        ),
+        (
+            json!({"group": "fleet", "functions": ["g:1"], "mappings": ["on-1"]}),
+            422,
+            "does not deploy",
+        ),
+        (
+            json!({"group": "fleet", "functions": ["f:1"], "mappings": ["nope"]}),
+            404,
+            "no mapping nope",
+        ),
         (
             json!({"group": "fleet", "functions": ["f:latest"]}),
             422,
