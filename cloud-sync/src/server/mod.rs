@@ -102,6 +102,8 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// `mqtt://HOST[:PORT]` of a cloud-side broker to publish nudges to ([`nudge`]).
     pub mqtt: Option<String>,
+    /// How often the store's change revision is polled (changes made by other replicas).
+    pub revision_poll: Duration,
 }
 
 impl ServeOptions {
@@ -115,6 +117,7 @@ impl ServeOptions {
             settings: Settings::default(),
             tick: Duration::from_millis(250),
             mqtt: None,
+            revision_poll: Duration::from_millis(500),
         }
     }
 }
@@ -233,6 +236,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     if let Some(url) = &opts.mqtt {
         nudge::start(service.clone(), url)?;
     }
+    tokio::spawn(service.clone().watch_revision(opts.revision_poll));
     let ticker = service.clone();
     let period = opts.tick;
     tokio::spawn(async move {
