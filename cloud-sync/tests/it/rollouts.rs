@@ -235,6 +235,22 @@ fn cancel_and_rules(backend: Backend) {
     // the released device keeps it, the pending one never gets it
     let got: Vec<usize> = devs.iter_mut().map(|d| d.functions().len()).collect();
     assert_eq!(got.iter().sum::<usize>(), 1, "{got:?}");
+    // a new deployment to the group supersedes a running one
+    let a = deploy(
+        &s,
+        json!({"group": "fleet", "functions": [format!("f:{v1}")], "batch_percent": 50}),
+    );
+    let b = deploy(
+        &s,
+        json!({"group": "fleet", "functions": [format!("f:{v1}")], "batch_percent": 50}),
+    );
+    let a = status(&s, a["id"].as_str().unwrap());
+    assert_eq!(a["status"], "cancelled");
+    assert_eq!(
+        a["message"],
+        format!("superseded by {}", b["id"].as_str().unwrap())
+    );
+    assert_eq!(status(&s, b["id"].as_str().unwrap())["status"], "running");
     // a deployed version cannot be deleted
     let (st, v) = op.call("DELETE", "/v1/functions/f", None);
     assert_eq!(st, 409, "{v}");
