@@ -209,7 +209,7 @@ fn desired_state(backend: Backend) {
     assert!(outsider.functions().is_empty());
     // joining the group brings the succeeded deployment... once it succeeded
     d.report(dep["id"].as_str().unwrap(), "healthy", None);
-    crate::support::eventually(5, || {
+    crate::support::eventually(20, || {
         (op.ok(
             "GET",
             &format!("/v1/deployments/{}", dep["id"].as_str().unwrap()),

@@ -39,7 +39,7 @@ fn canary_failure(backend: Backend) {
         assert_eq!(d.functions(), vec![("f".to_string(), vec![v1])]);
         d.report(&base_id, "healthy", None);
     }
-    eventually(5, || {
+    eventually(20, || {
         (status(&s, &base_id)["status"] == "succeeded").then_some(())
     });
     // v2 with a 25% canary batch; the canary fails
@@ -66,7 +66,7 @@ fn canary_failure(backend: Backend) {
         }
     }
     devs[c].report(&id, "failed", Some("f version 2: init failed: unreachable"));
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "rolled_back", "{done}");
@@ -119,7 +119,7 @@ fn batches_succeed(backend: Backend) {
     }
     assert_eq!(seen, 2);
     // the applied one turns healthy after the health wait, then batch 2 is released
-    let st = eventually(5, || {
+    let st = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["current_batch"] == 1)
     });
     assert_eq!(st["counts"]["healthy"], 1, "{st}");
@@ -129,7 +129,7 @@ fn batches_succeed(backend: Backend) {
         .unwrap();
     assert_eq!(last.functions().len(), 1);
     last.report(&id, "healthy", None);
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -325,7 +325,7 @@ fn silent_device(backend: Backend) {
     devs[0].fetch();
     devs[0].report(&id, "healthy", None);
     // devs[1] never reports: after the timeout it counts as failed (1 of 2 = 50%: tolerated)
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "succeeded", "{done}");
