@@ -189,6 +189,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
             .await
             .map_err(|e| ServerError::Setup(e.to_string()))??;
     }
+    warn_if_key_expires_soon(&store).await;
     let artifacts = Artifacts::open(
         &opts
             .artifacts
@@ -256,4 +257,28 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Devices refuse documents signed by an expired key: say so at start when the active key has
+/// less than 30 days left.
+async fn warn_if_key_expires_soon(store: &Store) {
+    let active = store
+        .tx(|tx| {
+            tx.query_opt(
+                "SELECT id, not_after_ms FROM signing_keys WHERE state = 'active'",
+                &[],
+            )?
+            .map(|r| Ok((r.text(0)?, r.i64(1)?)))
+            .transpose()
+        })
+        .await;
+    if let Ok(Some((id, not_after_ms))) = active {
+        let left = not_after_ms - now_ms();
+        if left < 30 * 24 * 3600 * 1000 {
+            eprintln!(
+                "warning: signing key {id} expires in {} days: run `edgefn key rotate`",
+                left.max(0) / (24 * 3600 * 1000)
+            );
+        }
+    }
 }
