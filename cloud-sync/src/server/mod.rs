@@ -282,3 +282,23 @@ async fn warn_if_key_expires_soon(store: &Store) {
         }
     }
 }
+
+/// `edgefn-cloud rotate-key`: a new signing key certified by `DIR/root.key`, written straight
+/// into the store at `db` (default `sqlite://DIR/cloud.db`), so the root key need not be on any
+/// server. Running servers pick it up at once. Blocking: call it outside an async runtime.
+pub fn rotate_key_offline(
+    dir: &Path,
+    db: Option<&str>,
+    validity: Duration,
+) -> Result<signing::KeyInfo, ServerError> {
+    let root = keys::read_secret_file(&dir.join("root.key")).map_err(ServerError::Setup)?;
+    let db = db
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("cloud.db").display()));
+    let store = Store::open(&db)?;
+    Ok(signing::rotate_offline(
+        &store,
+        &root,
+        validity.as_millis() as i64,
+    )?)
+}
