@@ -1,0 +1,101 @@
+//! The HTTP API (docs/cloud-api.md): JSON under `/v1`, one file per resource.
+//!
+//! - operator endpoints (`Authorization: Bearer <operator token>`): [`functions`], [`mappings`],
+//!   [`devices`] (and groups), [`deployments`], [`keys`];
+//! - device endpoints (`Authorization: Bearer <device credential>`): [`sync`] (enroll, desired
+//!   state with ETag and long-poll, status reports, artifacts with Range);
+//! - [`auth`]: the two bearer checks; [`error`]: the error body; [`tls`]: the rustls listener.
+
+pub mod auth;
+pub mod deployments;
+pub mod devices;
+pub mod error;
+pub mod functions;
+pub mod keys;
+pub mod mappings;
+pub mod sync;
+pub mod tls;
+
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use crate::service::Service;
+
+/// Largest request body.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// Every route.
+pub fn router(service: Service) -> Router {
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/v1/functions",
+            post(functions::create).get(functions::list),
+        )
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get)
+                .put(functions::update)
+                .delete(functions::delete),
+        )
+        .route("/v1/functions/{name}/publish", post(functions::publish))
+        .route("/v1/functions/{name}/enable", post(functions::enable))
+        .route("/v1/functions/{name}/disable", post(functions::disable))
+        .route(
+            "/v1/functions/{name}/versions/{version}",
+            get(functions::get_version).delete(functions::delete_version),
+        )
+        .route("/v1/functions/{name}/aliases", get(functions::list_aliases))
+        .route(
+            "/v1/functions/{name}/aliases/{alias}",
+            put(functions::set_alias).delete(functions::delete_alias),
+        )
+        .route("/v1/mappings", post(mappings::create).get(mappings::list))
+        .route(
+            "/v1/mappings/{id}",
+            get(mappings::get)
+                .patch(mappings::update)
+                .delete(mappings::delete),
+        )
+        .route("/v1/mappings/{id}/pause", post(mappings::pause))
+        .route("/v1/mappings/{id}/resume", post(mappings::resume))
+        .route(
+            "/v1/devices",
+            post(devices::enroll_token).get(devices::list),
+        )
+        .route(
+            "/v1/devices/{id}",
+            get(devices::get).delete(devices::delete),
+        )
+        .route(
+            "/v1/groups",
+            post(devices::create_group).get(devices::list_groups),
+        )
+        .route(
+            "/v1/groups/{name}",
+            get(devices::get_group).delete(devices::delete_group),
+        )
+        .route(
+            "/v1/groups/{name}/devices/{device}",
+            put(devices::add_member).delete(devices::remove_member),
+        )
+        .route(
+            "/v1/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route("/v1/deployments/{id}", get(deployments::get))
+        .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
+        .route("/v1/keys", get(keys::list))
+        .route("/v1/keys/rotate", post(keys::rotate))
+        .route("/v1/enroll", post(sync::enroll))
+        .route("/v1/device/desired", get(sync::desired))
+        .route("/v1/device/status", post(sync::status))
+        .route("/v1/artifacts/{sha256}", get(sync::artifact))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        // Module uploads travel base64 in JSON: allow 64 MiB bodies (axum's default is 2 MiB).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(service)
+}

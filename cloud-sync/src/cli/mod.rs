@@ -1,0 +1,111 @@
+//! The `edgefn` operator CLI: the registry lifecycle under the agent CLI's verb names, devices,
+//! groups, deployments and keys, as a client of the cloud API. One file per command family;
+//! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
+//! (its message is printed) or a waited-for rollout did not succeed, 2 usage or connection.
+
+pub mod client;
+pub mod deploy;
+pub mod device;
+pub mod function;
+pub mod key;
+pub mod mapping;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{message} (HTTP {status} {code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Transport(String),
+    #[error("{0}")]
+    Usage(String),
+    /// A rollout that `--wait`/`--follow` watched ended other than `succeeded`.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Api { .. } | CliError::Failed(_) => 1,
+            CliError::Transport(_) | CliError::Usage(_) => 2,
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edgefn",
+    version,
+    about = "Operate an edgefn cloud: functions, devices, rollouts"
+)]
+pub struct Cli {
+    /// The cloud's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFN_CLOUD",
+        default_value = "http://127.0.0.1:8443"
+    )]
+    pub cloud: String,
+    /// The operator token (`DIR/operator.token` of `edgefn-cloud init`).
+    #[arg(long, global = true, env = "EDGEFN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM CA certificate to trust for https:// (default: the system's roots).
+    #[arg(long, global = true, env = "EDGEFN_CA")]
+    pub ca: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Functions in the registry.
+    #[command(subcommand)]
+    Function(function::FunctionCmd),
+    /// Aliases of a function.
+    #[command(subcommand)]
+    Alias(function::AliasCmd),
+    /// Event-source mappings (deployed with `deploy create --mapping`).
+    #[command(subcommand)]
+    Mapping(mapping::MappingCmd),
+    /// Devices and enrollment tokens.
+    #[command(subcommand)]
+    Device(device::DeviceCmd),
+    /// Device groups.
+    #[command(subcommand)]
+    Group(device::GroupCmd),
+    /// Deployments and rollouts.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCmd),
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let c = client::Client::new(&cli.cloud, cli.token.as_deref(), cli.ca.as_deref())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Function(cmd) => function::run_function(&c, json, cmd),
+        Command::Alias(cmd) => function::run_alias(&c, json, cmd),
+        Command::Mapping(cmd) => mapping::run(&c, json, cmd),
+        Command::Device(cmd) => device::run_device(&c, json, cmd),
+        Command::Group(cmd) => device::run_group(&c, json, cmd),
+        Command::Deploy(cmd) => deploy::run(&c, json, cmd),
+        Command::Key(cmd) => key::run(&c, json, cmd),
+    }
+}

@@ -1,0 +1,43 @@
+//! The sync protocol between the cloud and its agents: wire types and their verification.
+//!
+//! Everything here builds without the `server` feature, so the agent depends on it with
+//! `default-features = false`. docs/cloud-api.md is the language-neutral description.
+//!
+//! - [`signed`]: the signed envelope (`payload_base64`, `key_id`, `signature_base64`) and the
+//!   exact bytes a signature covers.
+//! - [`keycert`]: a signing key's certificate, signed by the root key.
+//! - [`manifest`]: a published version's manifest (function, version, module sha256/size, spec).
+//! - [`desired`]: a device's desired-state document.
+//! - [`enroll`]: enrollment request and response.
+//! - [`status`]: the per-deployment status report of a device.
+//! - [`names`]: function/alias names and qualifiers (the agent's rules).
+//! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
+//! - [`check`]: [`ModuleCheck`], the same module check on a download as it arrives (and resumes).
+
+pub mod check;
+pub mod desired;
+pub mod enroll;
+pub mod keycert;
+pub mod manifest;
+pub mod names;
+pub mod signed;
+pub mod status;
+pub mod verify;
+
+pub use check::ModuleCheck;
+pub use desired::{AliasState, DesiredDocument, DesiredState, FunctionState, MappingState};
+pub use enroll::{EnrollRequest, EnrollResponse};
+pub use keycert::KeyCert;
+pub use manifest::Manifest;
+pub use signed::{Context, Signed};
+pub use status::{DeploymentReport, ReportState, StatusReport};
+pub use verify::{verify_desired, verify_key_cert, verify_module, VerifiedState, VerifyError};
+
+/// Paths of the device endpoints (relative to the cloud URL).
+pub mod paths {
+    pub const ENROLL: &str = "/v1/enroll";
+    pub const DESIRED: &str = "/v1/device/desired";
+    pub const STATUS: &str = "/v1/device/status";
+    /// Followed by `/{sha256}`.
+    pub const ARTIFACTS: &str = "/v1/artifacts";
+}

@@ -1,0 +1,358 @@
+//! The registry's lifecycle and its rules, on both backends.
+
+use serde_json::json;
+
+use crate::both;
+use crate::support::{b64, module, Backend, Server};
+
+fn lifecycle(backend: Backend) {
+    let s = Server::start(backend);
+    let op = s.op();
+    // create
+    let v = op.ok("POST", "/v1/functions", Some(&json!({"name": "temp", "module_base64": b64(&module(1)), "spec": "[limits]\nfuel = 5000\n"})));
+    assert_eq!(v["latest"]["size"], 13);
+    let (st, v) = op.call(
+        "POST",
+        "/v1/functions",
+        Some(&json!({"name": "temp", "module_base64": b64(&module(1))})),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+    // publish, and again without a change
+    assert_eq!(
+        op.ok(
+            "POST",
+            "/v1/functions/temp/publish",
+            Some(&json!({"description": "first"}))
+        ),
+        json!({"version": 1, "created": true})
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/functions/temp/publish", None),
+        json!({"version": 1, "created": false})
+    );
+    // update latest, publish 2
+    op.ok(
+        "PUT",
+        "/v1/functions/temp",
+        Some(&json!({"module_base64": b64(&module(2))})),
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/functions/temp/publish", None)["version"],
+        2
+    );
+    // the version carries a signed manifest naming module hash and size
+    let v = op.ok("GET", "/v1/functions/temp/versions/1", None);
+    let m: edgefn_cloud::protocol::Signed<edgefn_cloud::protocol::Manifest> =
+        serde_json::from_value(v["manifest"].clone()).unwrap();
+    let m = m.payload_unverified().unwrap();
+    assert_eq!((m.function.as_str(), m.version, m.size), ("temp", 1, 13));
+    assert_eq!(
+        m.sha256,
+        edgefn_cloud::protocol::verify::sha256_hex(&module(1))
+    );
+    assert_eq!(m.spec, "[limits]\nfuel = 5000\n");
+    assert_eq!(m.description, "first");
+    // aliases with weights
+    let a = op.ok(
+        "PUT",
+        "/v1/functions/temp/aliases/prod",
+        Some(&json!({"version": 1, "also_version": 2, "weight": 0.1})),
+    );
+    assert_eq!(
+        (
+            a["version"].as_u64(),
+            a["also_version"].as_u64(),
+            a["weight"].as_f64()
+        ),
+        (Some(1), Some(2), Some(0.1))
+    );
+    for (body, code, needle) in [
+        (
+            json!({"version": 1, "also_version": 2, "weight": 1.5}),
+            422,
+            "weight",
+        ),
+        (
+            json!({"version": 1, "also_version": 1, "weight": 0.5}),
+            422,
+            "differ",
+        ),
+        (json!({"version": 1, "also_version": 2}), 422, "together"),
+        (json!({"version": 7}), 404, "no version 7"),
+    ] {
+        let (st, v) = op.call("PUT", "/v1/functions/temp/aliases/beta", Some(&body));
+        assert_eq!(st, code, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    let (st, v) = op.call(
+        "PUT",
+        "/v1/functions/temp/aliases/latest",
+        Some(&json!({"version": 1})),
+    );
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(
+        op.ok("GET", "/v1/functions/temp/aliases", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // a version an alias uses cannot go
+    let (st, v) = op.call("DELETE", "/v1/functions/temp/versions/2", None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("prod"),
+        "{v}"
+    );
+    let (st, _) = op.call("DELETE", "/v1/functions/temp/aliases/prod", None);
+    assert_eq!(st, 204);
+    assert_eq!(
+        op.call("DELETE", "/v1/functions/temp/versions/2", None).0,
+        204
+    );
+    // numbers are never reused
+    op.ok(
+        "PUT",
+        "/v1/functions/temp",
+        Some(&json!({"module_base64": b64(&module(3))})),
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/functions/temp/publish", None)["version"],
+        3
+    );
+    // enable/disable, list, get
+    assert_eq!(
+        op.ok("POST", "/v1/functions/temp/disable", None)["enabled"],
+        false
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/functions/temp/enable", None)["enabled"],
+        true
+    );
+    let list = op.ok("GET", "/v1/functions", None);
+    assert_eq!(list[0]["name"], "temp");
+    assert_eq!(list[0]["versions"], 2);
+    assert_eq!(list[0]["last_version"], 3);
+    let f = op.ok("GET", "/v1/functions/temp", None);
+    assert_eq!(f["versions"].as_array().unwrap().len(), 2);
+    // delete
+    assert_eq!(op.call("DELETE", "/v1/functions/temp", None).0, 204);
+    assert_eq!(op.call("GET", "/v1/functions/temp", None).0, 404);
+}
+both!(function_lifecycle, lifecycle);
+
+fn bad_input(backend: Backend) {
+    let s = Server::start(backend);
+    let op = s.op();
+    let create = |name: &str, module: &[u8], spec: &str| {
+        op.call(
+            "POST",
+            "/v1/functions",
+            Some(&json!({"name": name, "module_base64": b64(module), "spec": spec})),
+        )
+    };
+    let (st, v) = create("f", b"hello world", "");
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly binary"),
+        "{v}"
+    );
+    let (st, v) = create("f", b"\0asm\x0d\0\x01\0", "");
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("component"),
+        "{v}"
+    );
+    let (st, v) = create("f", &module(1), "max_concurency = 2");
+    assert_eq!(st, 422);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurency"),
+        "{v}"
+    );
+    let (st, v) = create("f", &module(1), "[limits]\nmemory_mb = 0");
+    assert_eq!(st, 422);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory_mb"),
+        "{v}"
+    );
+    let (st, v) = create("bad name", &module(1), "");
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = op.call(
+        "POST",
+        "/v1/functions",
+        Some(&json!({"name": "f", "module_base64": "!!"})),
+    );
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    let (st, v) = op.call(
+        "POST",
+        "/v1/functions",
+        Some(&json!({"name": "f", "module_base64": "", "extra": 1})),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(op.call("POST", "/v1/functions/nope/publish", None).0, 404);
+    assert_eq!(op.call("GET", "/v1/functions/nope/versions/0", None).0, 400);
+    // wrong and missing tokens
+    let (st, v) = s.with_token("wrong").call("GET", "/v1/functions", None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(s.with_token("").call("GET", "/v1/functions", None).0, 401);
+    // a device credential is not an operator token
+    s.fleet("g", 1);
+    let d = crate::support::Device::enroll(&s, "other", &[]);
+    assert_eq!(d.http.call("GET", "/v1/functions", None).0, 401);
+}
+both!(bad_input_is_refused_clearly, bad_input);
+
+fn mappings(backend: Backend) {
+    let s = Server::start(backend);
+    let op = s.op();
+    s.publish("celsius", 1);
+    let m = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius:1", "source": {"kind": "mqtt", "filter": "sensors/+/temp"}})));
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("m-"));
+    assert_eq!(
+        (
+            m["qualifier"].as_str(),
+            m["source"]["qos"].as_u64(),
+            m["retries"].as_u64()
+        ),
+        (Some("1"), Some(1), Some(2))
+    );
+    let h = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius", "name": "convert", "source": {"kind": "http", "path": "/convert"}, "on_failure": "topic:errors"})));
+    assert_eq!(h["name"], "convert");
+    for (body, code, needle) in [
+        (
+            json!({"function": "celsius", "source": {"kind": "http", "path": "/convert"}}),
+            409,
+            "/convert",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "mqtt", "filter": "a/#/b"}}),
+            422,
+            "a/#/b",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "every", "interval_ms": 5}}),
+            422,
+            "too short",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "cron", "expr": "nonsense"}}),
+            422,
+            "cron",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "mqtt", "filter": "x"}, "on_success": "topic:a/+"}),
+            422,
+            "destination",
+        ),
+        (
+            json!({"function": "nope", "source": {"kind": "mqtt", "filter": "x"}}),
+            404,
+            "nope",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "mqtt", "filter": "x"}, "retries": 101}),
+            422,
+            "retries",
+        ),
+    ] {
+        let (st, v) = op.call("POST", "/v1/mappings", Some(&body));
+        assert_eq!(st, code, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
+    }
+    let (st, _) = op.call(
+        "POST",
+        "/v1/mappings",
+        Some(&json!({"function": "celsius", "source": {"kind": "smoke"}})),
+    );
+    assert_eq!(st, 400);
+    // update, pause/resume, by name
+    let u = op.ok(
+        "PATCH",
+        &format!("/v1/mappings/{id}"),
+        Some(&json!({"retries": 5, "on_success": "function:other:prod"})),
+    );
+    assert_eq!(
+        (u["retries"].as_u64(), u["on_success"].as_str()),
+        (Some(5), Some("function:other:prod"))
+    );
+    let u = op.ok(
+        "PATCH",
+        &format!("/v1/mappings/{id}"),
+        Some(&json!({"on_success": null})),
+    );
+    assert!(u["on_success"].is_null());
+    assert_eq!(
+        op.ok("POST", "/v1/mappings/convert/pause", None)["enabled"],
+        false
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/mappings/convert/resume", None)["enabled"],
+        true
+    );
+    assert_eq!(
+        op.ok("GET", "/v1/mappings?function=celsius", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(op.call("DELETE", "/v1/mappings/convert", None).0, 204);
+    assert_eq!(op.call("GET", "/v1/mappings/convert", None).0, 404);
+}
+both!(mapping_rules, mappings);
+
+#[test]
+fn a_large_module_is_accepted() {
+    let s = Server::start(Backend::Sqlite);
+    let mut m = module(9);
+    // a 3 MiB custom section: above axum's default body limit once base64-encoded
+    let payload = vec![7u8; 3 << 20];
+    m.push(0);
+    let mut len = payload.len() as u32 + 2;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        m.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    m.extend_from_slice(&[1, b'x']);
+    m.extend_from_slice(&payload);
+    let v = s.op().ok(
+        "POST",
+        "/v1/functions",
+        Some(&json!({"name": "big", "module_base64": b64(&m)})),
+    );
+    assert_eq!(v["latest"]["size"].as_u64(), Some(m.len() as u64));
+}
