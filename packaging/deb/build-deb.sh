@@ -78,5 +78,8 @@ EOF
 
 mkdir -p "$out"
 deb="$out/edgefn-agent_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
+# xz makes the smallest package (releases); DEB_COMPRESS=gzip DEB_COMPRESS_LEVEL=1 is much faster
+# for throwaway packages (tests/pi/deb.sh).
+dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" ${DEB_COMPRESS_LEVEL:+-z"$DEB_COMPRESS_LEVEL"} \
+  --build "$pkg" "$deb" >/dev/null
 echo "$deb"
