@@ -121,13 +121,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let mqtt_url = mqtt.as_ref().map(|m| format!("mqtt{}://{}:{} (MQTT {})", if m.tls { "s" } else { "" }, m.host, m.port, if m.version == 5 { "5" } else { "3.1.1" }));
         let _triggers = Triggers::start(daemon.clone(), TriggerConfig { http, mqtt }).await;
-        eprintln!(
-            "edgefn-agent {} ready: admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
-            env!("CARGO_PKG_VERSION"),
+        let status = format!(
+            "admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
             http_addr.map_or("off".to_string(), |a| format!("http://{a}")),
             mqtt_url.as_deref().unwrap_or("off"),
             data_dir.display()
         );
+        eprintln!("edgefn-agent {} ready: {status}", env!("CARGO_PKG_VERSION"));
+        edgefn_agent::systemd::ready(&status);
+        if let Some(every) = edgefn_agent::systemd::watchdog_interval() {
+            tokio::spawn(edgefn_agent::systemd::watchdog(daemon.clone(), every));
+        }
         let warm = daemon.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = warm.prewarm_all() {
@@ -135,7 +139,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         tokio::spawn(daemon.clone().retention_loop());
-        edgefn_agent::api::serve(listener, daemon, &token, shutdown_signal()).await?;
+        let shutdown = async {
+            shutdown_signal().await;
+            edgefn_agent::systemd::stopping();
+        };
+        edgefn_agent::api::serve(listener, daemon, &token, shutdown).await?;
         eprintln!("edgefn-agent: shut down");
         anyhow::Ok(())
     })?;
