@@ -7,6 +7,7 @@
 //! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
 //! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
 //! - `broker`: the embedded MQTT 3.1.1 broker (rumqttd; feature `embedded-broker`).
+//! - [`systemd`]: readiness and watchdog notifications under a `Type=notify` unit.
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
 pub mod api;
@@ -20,4 +21,5 @@ pub mod runtime;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod systemd;
 pub mod triggers;

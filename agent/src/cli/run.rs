@@ -1,6 +1,7 @@
 //! `edgefn-agent run`: the long-running agent (store, admin API, invocation workers).
 
 use anyhow::{bail, Context};
+#[cfg(feature = "embedded-broker")]
 use edgefn_agent::broker::{BrokerOptions, EmbeddedBroker};
 use edgefn_agent::config::{AgentConfig, MqttUrl, DEFAULT_CONFIG};
 use edgefn_agent::daemon::Daemon;
@@ -25,7 +26,8 @@ pub struct RunArgs {
     /// Admin API listen address [default: 127.0.0.1:7878]; port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
-    /// HTTP trigger listen address [default: 127.0.0.1:8080]; `off` disables it.
+    /// HTTP trigger listen address [default: 127.0.0.1:8080]; `off` disables it (builds without
+    /// the `http-trigger` feature have none).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
     /// The gateway's MQTT broker: mqtt://HOST:PORT, mqtts://HOST:PORT, `embedded` (in-process
@@ -54,12 +56,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match args.http.as_deref() {
         Some("off") => config.http_listen = None,
+        #[cfg(not(feature = "http-trigger"))]
+        Some(a) => bail!("--http {a}: this build has no HTTP trigger (cargo feature `http-trigger`)"),
+        #[cfg(feature = "http-trigger")]
         Some(a) => {
             config.http_listen = Some(a.parse().with_context(|| {
                 format!("--http {a:?} is not an address like 127.0.0.1:8080 or `off`")
             })?)
         }
         None => {}
+    }
+    if cfg!(not(feature = "http-trigger")) {
+        // The config file's [http] listen (default 127.0.0.1:8080) has nothing to start.
+        config.http_listen = None;
     }
     if let Some(url) = &args.mqtt {
         config.mqtt.url = MqttUrl::parse(url).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
@@ -112,13 +121,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let mqtt_url = mqtt.as_ref().map(|m| format!("mqtt{}://{}:{} (MQTT {})", if m.tls { "s" } else { "" }, m.host, m.port, if m.version == 5 { "5" } else { "3.1.1" }));
         let _triggers = Triggers::start(daemon.clone(), TriggerConfig { http, mqtt }).await;
-        eprintln!(
-            "edgefn-agent {} ready: admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
-            env!("CARGO_PKG_VERSION"),
+        let status = format!(
+            "admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
             http_addr.map_or("off".to_string(), |a| format!("http://{a}")),
             mqtt_url.as_deref().unwrap_or("off"),
             data_dir.display()
         );
+        eprintln!("edgefn-agent {} ready: {status}", env!("CARGO_PKG_VERSION"));
+        edgefn_agent::systemd::ready(&status);
+        if let Some(every) = edgefn_agent::systemd::watchdog_interval() {
+            tokio::spawn(edgefn_agent::systemd::watchdog(daemon.clone(), every));
+        }
         let warm = daemon.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = warm.prewarm_all() {
@@ -126,19 +139,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         tokio::spawn(daemon.clone().retention_loop());
-        edgefn_agent::api::serve(listener, daemon, &token, shutdown_signal()).await?;
+        let shutdown = async {
+            shutdown_signal().await;
+            edgefn_agent::systemd::stopping();
+        };
+        edgefn_agent::api::serve(listener, daemon, &token, shutdown).await?;
         eprintln!("edgefn-agent: shut down");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Keeps the embedded broker running while held (nothing in builds without it).
+#[cfg(feature = "embedded-broker")]
+type BrokerHandle = EmbeddedBroker;
+#[cfg(not(feature = "embedded-broker"))]
+type BrokerHandle = std::convert::Infallible;
+
 /// The MQTT settings to connect with, starting the embedded broker if asked (kept alive by the
 /// returned handle).
 fn mqtt_link(
     config: &AgentConfig,
     data_dir: &Path,
-) -> anyhow::Result<(Option<MqttConfig>, Option<EmbeddedBroker>)> {
+) -> anyhow::Result<(Option<MqttConfig>, Option<BrokerHandle>)> {
     let m = &config.mqtt;
     let client_id = if m.client_id.is_empty() {
         default_client_id(data_dir)
@@ -148,6 +171,12 @@ fn mqtt_link(
     let (url, version, broker) = match &m.url {
         MqttUrl::None => return Ok((None, None)),
         MqttUrl::External(url) => (url.clone(), m.version, None),
+        #[cfg(not(feature = "embedded-broker"))]
+        MqttUrl::Embedded => bail!(
+            "mqtt `embedded`: this build has no embedded broker (cargo feature `embedded-broker`); \
+             use mqtt://HOST:PORT"
+        ),
+        #[cfg(feature = "embedded-broker")]
         MqttUrl::Embedded => {
             let options = BrokerOptions {
                 max_packet_bytes: m.max_packet_bytes,

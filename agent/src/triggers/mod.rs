@@ -6,6 +6,7 @@
 //! the HTTP listener, the MQTT link, and the queue worker.
 
 pub mod dispatch;
+#[cfg(feature = "http-trigger")]
 pub mod http;
 pub mod mqtt;
 pub mod schedule;
@@ -53,6 +54,11 @@ impl Triggers {
         let mut tasks = vec![tokio::spawn(watch_mappings(daemon.clone(), tx))];
         tasks.push(tokio::spawn(schedules(dispatcher.clone(), rx.clone())));
         tasks.push(tokio::spawn(queue_worker(dispatcher.clone(), rx.clone())));
+        #[cfg(not(feature = "http-trigger"))]
+        if config.http.is_some() {
+            eprintln!("edgefn-agent: this build has no HTTP trigger (feature `http-trigger`)");
+        }
+        #[cfg(feature = "http-trigger")]
         if let Some(listener) = config.http {
             let (d, m) = (dispatcher.clone(), rx.clone());
             tasks.push(tokio::spawn(async move {
