@@ -86,6 +86,11 @@ pub enum StoreError {
     #[error("{path}: {reason}")]
     Setup { path: String, reason: String },
 
+    /// Cloud sync refused a desired state (a name taken by a local function or mapping, a
+    /// module not staged, ...); the message names it.
+    #[error("{0}")]
+    CloudConflict(String),
+
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
 

@@ -520,7 +520,7 @@ pub(crate) fn get(tx: &Transaction<'_>, id_or_name: &str) -> Result<Mapping> {
     find(tx, id_or_name)?.ok_or_else(|| StoreError::UnknownMapping(id_or_name.to_owned()))
 }
 
-fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
+pub(crate) fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
@@ -530,7 +530,7 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Checks a mapping (new or updated) against the rules and the other mappings.
-fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
+pub(crate) fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
     validate_function_name(&m.function)?;
     Qualifier::parse(&m.qualifier)?;
     m.source.validate()?;
@@ -624,7 +624,7 @@ fn changes(old: &Mapping, new: &Mapping) -> Vec<String> {
     out
 }
 
-fn write_row(tx: &Transaction<'_>, m: &Mapping, insert: bool) -> Result<()> {
+pub(crate) fn write_row(tx: &Transaction<'_>, m: &Mapping, insert: bool) -> Result<()> {
     let sql = if insert {
         "INSERT INTO mappings (id, name, function, qualifier, source_kind, source, enabled,
                                retries, on_success, on_failure, created_ms, updated_ms)
