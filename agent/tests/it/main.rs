@@ -8,4 +8,5 @@ mod exec;
 mod mappings;
 mod runtime_abi;
 mod runtime_examples;
+mod sync;
 mod triggers;
