@@ -520,6 +520,20 @@ pub(crate) fn get(tx: &Transaction<'_>, id_or_name: &str) -> Result<Mapping> {
     find(tx, id_or_name)?.ok_or_else(|| StoreError::UnknownMapping(id_or_name.to_owned()))
 }
 
+/// Fails with [`StoreError::CloudManaged`] for a mapping cloud sync manages.
+fn ensure_local_mapping(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
+    let origin: String = tx
+        .prepare_cached("SELECT origin FROM mappings WHERE id = ?1")?
+        .query_row([&m.id], |r| r.get(0))?;
+    if origin == "cloud" {
+        return Err(StoreError::CloudManaged(format!(
+            "mapping {} ({})",
+            m.id, m.name
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, '1')
@@ -712,6 +726,7 @@ impl Store {
     pub fn update_mapping(&self, id_or_name: &str, patch: &MappingPatch) -> Result<Mapping> {
         self.write(|tx| {
             let old = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &old)?;
             let mut m = old.clone();
             if let Some(name) = &patch.name {
                 m.name = name.clone();
@@ -766,6 +781,7 @@ impl Store {
     pub fn set_mapping_enabled(&self, id_or_name: &str, enabled: bool) -> Result<MappingToggled> {
         self.write(|tx| {
             let mut m = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &m)?;
             if m.enabled == enabled {
                 return Ok(MappingToggled {
                     changed: false,
@@ -795,6 +811,7 @@ impl Store {
     pub fn delete_mapping(&self, id_or_name: &str) -> Result<Mapping> {
         self.write(|tx| {
             let m = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &m)?;
             tx.prepare_cached("DELETE FROM mappings WHERE id = ?1")?
                 .execute([&m.id])?;
             let dropped = queue::delete_target(tx, &queue::mapping_target(&m.id))?;
