@@ -252,9 +252,13 @@ const CONFIG: &str = "[cloud]\npoll_wait = \"5s\"\nhealth_window = \"1s\"\nretry
 
 /// Enrolls a fresh data directory with `token` and starts an agent on it.
 fn enrolled_agent(tag: &str, cloud_url: &str, token: &str) -> Agent {
+    enrolled_agent_with(tag, cloud_url, token, CONFIG)
+}
+
+fn enrolled_agent_with(tag: &str, cloud_url: &str, token: &str, config_text: &str) -> Agent {
     let scratch = TempDir::new(&format!("cfg-{tag}"));
     let config = scratch.path().join("agent.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let config = config.to_str().unwrap().to_string();
     let agent = Agent::start_prepared(tag, &["--config", &config], |data| {
         let o = cli_bare(
@@ -428,6 +432,11 @@ fn deploy_run_update_and_roll_back_a_failing_canary() {
     let m = a1.write("local.wasm", guest("local", 0));
     a1.cli(&["function", "create", "hello", "--module", &m])
         .fails(1, &["already exists"]);
+    let r = a1.http().send("DELETE", "/v1/functions/hello", &[], b"");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("managed by the cloud"), "{}", r.text());
+    a1.cli(&["function", "update", "hello", "--module", &m])
+        .fails(1, &["managed by the cloud"]);
 
     // An update with an alias: both agents switch without a restart.
     assert_eq!(cloud.publish("hello", &guest("v2", 0)), 2);
@@ -864,4 +873,70 @@ fn tampered_documents_and_modules_are_refused() {
     // The refusals are in the agent's log records too.
     let logs = a.cli(&["logs", "--json"]).ok();
     assert!(logs.contains("desired state refused"), "{logs}");
+}
+
+/// A new version that traps repeatedly within its health window is rolled back to the last
+/// good one and reported `failed`.
+#[test]
+fn a_version_that_keeps_trapping_is_rolled_back() {
+    let fake = FakeCloud::start();
+    let a = enrolled_agent_with(
+        "sync-traps",
+        &fake.url,
+        "et-fake",
+        "[cloud]\npoll_wait = \"5s\"\nhealth_window = \"3s\"\nhealth_failures = 3\n",
+    );
+    let m1 = guest("good", 0);
+    fake.artifact(&sha256_hex(&m1), m1.clone());
+    fake.serve_doc(&fake.sign(&fake.state(5, &m1, 1)));
+    poll(
+        "sequence 5 healthy",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("sequence 5 is healthy")
+                .then_some(())
+        },
+    );
+    let trap = wat(r#"(module
+  (memory (export "memory") 1)
+  (func (export "edgefn_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "edgefn_handle") (param i32 i32) (result i32) unreachable))"#);
+    fake.artifact(&sha256_hex(&trap), trap.clone());
+    fake.serve_doc(&fake.sign(&fake.state(6, &trap, 2)));
+    poll(
+        "version 2 active",
+        || a.stderr_text(),
+        || {
+            let r = a.http().invoke("f", "2", None, b"x");
+            (r.status == 200 && r.json()["outcome"] == "trap").then_some(())
+        },
+    );
+    a.http().invoke("f", "2", None, b"x");
+    a.http().invoke("f", "2", None, b"x");
+    poll(
+        "the rollback",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("failed invocations within the health window")
+                .then_some(())
+        },
+    );
+    wait_answer(&a, "f", "1", "good");
+    assert_eq!(a.http().invoke("f", "2", None, b"x").status, 404);
+    poll(
+        "a failed report of dep-6",
+        || format!("{:?}", fake.reports()),
+        || {
+            fake.reports().iter().rev().find_map(|r| {
+                r["deployments"].as_array()?.iter().find(|d| {
+                    d["deployment"] == "dep-6"
+                        && d["state"] == "failed"
+                        && d["error"].as_str().is_some_and(|e| e.contains("trap"))
+                })?;
+                Some(())
+            })
+        },
+    );
 }
