@@ -21,6 +21,9 @@ use axum::{Json, Router};
 
 use crate::service::Service;
 
+/// Largest request body.
+pub const MAX_BODY: usize = 64 << 20;
+
 /// Every route.
 pub fn router(service: Service) -> Router {
     Router::new()
@@ -92,5 +95,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/device/status", post(sync::status))
         .route("/v1/artifacts/{sha256}", get(sync::artifact))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        // Module uploads travel base64 in JSON: allow 64 MiB bodies (axum's default is 2 MiB).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
 }

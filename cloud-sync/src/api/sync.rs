@@ -18,8 +18,10 @@ use crate::service::Service;
 
 /// Longest long-poll.
 pub const MAX_WAIT_S: u64 = 300;
-/// How often a waiting long-poll re-checks the store (changes made by other replicas).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a waiting long-poll re-checks its document even without a change notification
+/// (a document re-issued because half of its validity passed). Changes, also those of other
+/// replicas (through the store's revision), wake it at once.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn enroll(
     State(s): State<Service>,
@@ -64,7 +66,7 @@ pub async fn desired(
             r.headers_mut().insert(header::ETAG, etag_value);
             return Ok(r);
         }
-        let nap = POLL_INTERVAL.min(deadline - now);
+        let nap = RECHECK_INTERVAL.min(deadline - now);
         tokio::select! {
             _ = changes.changed() => {}
             _ = tokio::time::sleep(nap) => {}

@@ -29,6 +29,18 @@ enum Command {
         #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
         key_validity: Duration,
     },
+    /// Rotate the signing key where the root key is, straight on the store (running servers
+    /// pick the new key up at once); the API's `key rotate` needs the root key on the server.
+    RotateKey {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The store (default `sqlite://DIR/cloud.db`).
+        #[arg(long, env = "EDGEFN_CLOUD_DB")]
+        db: Option<String>,
+        /// Validity of the new signing key.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        key_validity: Duration,
+    },
     /// Serve the API.
     Serve {
         #[arg(long)]
@@ -82,6 +94,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "operator token in {}",
                 r.dir.join("operator.token").display()
+            );
+            Ok(())
+        }
+        Command::RotateKey {
+            dir,
+            db,
+            key_validity,
+        } => {
+            let k = server::rotate_key_offline(&dir, db.as_deref(), key_validity)?;
+            println!(
+                "signing key {} is active; the old one retires once every device runs it",
+                k.id
             );
             Ok(())
         }

@@ -13,6 +13,7 @@ use super::CliError;
 pub enum DeployCmd {
     /// Roll function versions (and mappings) out to a group, batch by batch.
     Create {
+        /// The device group to roll out to.
         #[arg(long)]
         group: String,
         /// `NAME:VERSION` or `NAME:ALIAS` (repeatable).

@@ -12,7 +12,9 @@
 //! - [`status`]: the per-deployment status report of a device.
 //! - [`names`]: function/alias names and qualifiers (the agent's rules).
 //! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
+//! - [`check`]: [`ModuleCheck`], the same module check on a download as it arrives (and resumes).
 
+pub mod check;
 pub mod desired;
 pub mod enroll;
 pub mod keycert;
@@ -22,6 +24,7 @@ pub mod signed;
 pub mod status;
 pub mod verify;
 
+pub use check::ModuleCheck;
 pub use desired::{AliasState, DesiredDocument, DesiredState, FunctionState, MappingState};
 pub use enroll::{EnrollRequest, EnrollResponse};
 pub use keycert::KeyCert;

@@ -102,6 +102,8 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// `mqtt://HOST[:PORT]` of a cloud-side broker to publish nudges to ([`nudge`]).
     pub mqtt: Option<String>,
+    /// How often the store's change revision is polled (changes made by other replicas).
+    pub revision_poll: Duration,
 }
 
 impl ServeOptions {
@@ -115,6 +117,7 @@ impl ServeOptions {
             settings: Settings::default(),
             tick: Duration::from_millis(250),
             mqtt: None,
+            revision_poll: Duration::from_millis(500),
         }
     }
 }
@@ -186,6 +189,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
             .await
             .map_err(|e| ServerError::Setup(e.to_string()))??;
     }
+    warn_if_key_expires_soon(&store).await;
     let artifacts = Artifacts::open(
         &opts
             .artifacts
@@ -233,6 +237,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     if let Some(url) = &opts.mqtt {
         nudge::start(service.clone(), url)?;
     }
+    tokio::spawn(service.clone().watch_revision(opts.revision_poll));
     let ticker = service.clone();
     let period = opts.tick;
     tokio::spawn(async move {
@@ -252,4 +257,48 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Devices refuse documents signed by an expired key: say so at start when the active key has
+/// less than 30 days left.
+async fn warn_if_key_expires_soon(store: &Store) {
+    let active = store
+        .tx(|tx| {
+            tx.query_opt(
+                "SELECT id, not_after_ms FROM signing_keys WHERE state = 'active'",
+                &[],
+            )?
+            .map(|r| Ok((r.text(0)?, r.i64(1)?)))
+            .transpose()
+        })
+        .await;
+    if let Ok(Some((id, not_after_ms))) = active {
+        let left = not_after_ms - now_ms();
+        if left < 30 * 24 * 3600 * 1000 {
+            eprintln!(
+                "warning: signing key {id} expires in {} days: run `edgefn key rotate`",
+                left.max(0) / (24 * 3600 * 1000)
+            );
+        }
+    }
+}
+
+/// `edgefn-cloud rotate-key`: a new signing key certified by `DIR/root.key`, written straight
+/// into the store at `db` (default `sqlite://DIR/cloud.db`), so the root key need not be on any
+/// server. Running servers pick it up at once. Blocking: call it outside an async runtime.
+pub fn rotate_key_offline(
+    dir: &Path,
+    db: Option<&str>,
+    validity: Duration,
+) -> Result<signing::KeyInfo, ServerError> {
+    let root = keys::read_secret_file(&dir.join("root.key")).map_err(ServerError::Setup)?;
+    let db = db
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("cloud.db").display()));
+    let store = Store::open(&db)?;
+    Ok(signing::rotate_offline(
+        &store,
+        &root,
+        validity.as_millis() as i64,
+    )?)
 }

@@ -1,7 +1,8 @@
 //! Deployments: what a group should run (function versions, aliases, mappings, pinned at
 //! creation) and how to roll it out (batch percent, failure threshold, health wait).
 //!
-//! Deployment status: `running` -> `succeeded` | `rolled_back` | `cancelled`.
+//! Deployment status: `running` -> `succeeded` | `rolled_back` | `cancelled` (by the operator, or
+//! superseded by a newer deployment to the same group).
 //! Device state in a deployment: `pending` (batch not released) -> `released` (in its desired
 //! state) -> `applied` (device activated it) -> `healthy` (health wait passed, or the device said
 //! so) | `failed` (device reported failure and rolled back locally); `rolled_back` when the
@@ -207,10 +208,24 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
     let mut mappings_out = Vec::new();
     for id in &new.mappings {
         let m = mappings::get_tx(tx, id)?;
-        if !by_name.contains_key(&m.function) {
+        let Some(f) = by_name.get(&m.function) else {
             return Err(StoreError::invalid(format!(
                 "mapping {} feeds {}, which this deployment does not deploy",
                 m.id, m.function
+            )));
+        };
+        // A device holds only the deployed versions and aliases of a cloud function (no
+        // `latest`), so the mapping's qualifier must be one of them.
+        let resolves = match Qualifier::parse(&m.qualifier).map_err(StoreError::invalid)? {
+            Qualifier::Latest => false,
+            Qualifier::Version(v) => f.versions.contains(&v),
+            Qualifier::Alias(a) => f.aliases.iter().any(|x| x.name == a),
+        };
+        if !resolves {
+            return Err(StoreError::invalid(format!(
+                "mapping {} feeds {}:{}, which this deployment does not carry (devices get only \
+                 the versions and aliases deployed: deploy {}:{} or map one of them)",
+                m.id, m.function, m.qualifier, m.function, m.qualifier
             )));
         }
         mappings_out.push(crate::protocol::MappingState {
@@ -255,6 +270,19 @@ impl Service {
                 for m in &mut content.mappings {
                     m.deployment = id.clone();
                 }
+                // A new deployment to the group supersedes a running one: it stops releasing
+                // batches (devices that have it keep it until the new one reaches them).
+                tx.execute(
+                    "UPDATE deployment_devices SET state = 'cancelled'
+                      WHERE state = 'pending' AND deployment_id IN
+                            (SELECT id FROM deployments WHERE group_name = $1 AND status = 'running')",
+                    params![&new.group],
+                )?;
+                tx.execute(
+                    "UPDATE deployments SET status = 'cancelled', message = $2, updated_ms = $3
+                      WHERE group_name = $1 AND status = 'running'",
+                    params![&new.group, format!("superseded by {id}"), now_ms()],
+                )?;
                 let devices: Vec<String> = tx
                     .query(
                         "SELECT m.device_id FROM group_members m WHERE m.group_name = $1 ORDER BY m.device_id",

@@ -88,9 +88,48 @@ impl Service {
         }
     }
 
-    /// Something that may change desired states happened: wake long-polls.
+    /// Something that may change desired states happened: wake long-polls here, and bump the
+    /// store's revision so that other replicas' watchers ([`Service::watch_revision`]) wake
+    /// theirs.
     pub fn changed(&self) {
+        self.notify_local();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .tx(|tx| tx.execute("UPDATE revision SET value = value + 1 WHERE id = 1", &[]))
+                .await
+            {
+                eprintln!("bumping the revision: {e}");
+            }
+        });
+    }
+
+    fn notify_local(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Polls the store's revision every `period` and wakes this process's long-polls and
+    /// nudger when it moves (a change made by another replica). Runs for ever.
+    pub async fn watch_revision(self, period: std::time::Duration) {
+        let mut last = None;
+        loop {
+            let current = self
+                .store
+                .tx(|tx| {
+                    tx.query_one("SELECT value FROM revision WHERE id = 1", &[])?
+                        .i64(0)
+                })
+                .await;
+            match current {
+                Ok(v) if last.is_some_and(|l| l != v) => {
+                    last = Some(v);
+                    self.notify_local();
+                }
+                Ok(v) => last = Some(v),
+                Err(e) => eprintln!("watching the revision: {e}"),
+            }
+            tokio::time::sleep(period).await;
+        }
     }
 
     /// A receiver that sees [`Service::changed`].

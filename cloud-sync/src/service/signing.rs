@@ -107,6 +107,51 @@ pub(crate) fn retire_confirmed(tx: &mut dyn Tx) -> Result<()> {
     Ok(())
 }
 
+/// Makes `key` (certified by `cert`) the active key: the old active key starts retiring, every
+/// manifest is re-signed with the new key, and the store's change revision moves (so running
+/// servers wake their long-polls).
+pub(crate) fn install_rotated(
+    tx: &mut dyn Tx,
+    key: &SigningKey,
+    cert: &Signed<KeyCert>,
+) -> Result<KeyInfo> {
+    tx.execute(
+        "UPDATE signing_keys SET state = 'retiring' WHERE state = 'active'",
+        &[],
+    )?;
+    let id = insert_key(tx, key, cert)?;
+    let rows = tx.query("SELECT function, version, manifest FROM versions", &[])?;
+    for r in rows {
+        let old: Signed<Manifest> = serde_json::from_str(&r.text(2)?)
+            .map_err(|e| StoreError::Db(format!("stored manifest: {e}")))?;
+        let m = old
+            .payload_unverified()
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let new = Signed::sign(&m, Context::Manifest, &id, key);
+        tx.execute(
+            "UPDATE versions SET manifest = $3 WHERE function = $1 AND version = $2",
+            params![r.text(0)?, r.i64(1)?, serde_json::to_string(&new).unwrap()],
+        )?;
+    }
+    retire_confirmed(tx)?;
+    tx.execute("UPDATE revision SET value = value + 1 WHERE id = 1", &[])?;
+    list_tx(tx)?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| StoreError::Db("rotated key vanished".into()))
+}
+
+/// `edgefn-cloud rotate-key`: the same rotation done offline, where the root key is, straight on
+/// the store (blocking; not on an async runtime).
+pub fn rotate_offline(
+    store: &crate::store::Store,
+    root: &SigningKey,
+    validity_ms: i64,
+) -> Result<KeyInfo> {
+    let (key, cert) = issue_signing_key(root, now_ms(), validity_ms);
+    store.tx_blocking(|tx| install_rotated(tx, &key, &cert))
+}
+
 impl Service {
     /// A new signing key certified by the root; the old active key starts retiring.
     pub async fn rotate_key(&self) -> Result<KeyInfo> {
@@ -116,31 +161,7 @@ impl Service {
         let (key, cert) = issue_signing_key(&root, now_ms(), self.settings.key_validity_ms);
         let out = self
             .store
-            .tx(move |tx| {
-                tx.execute(
-                    "UPDATE signing_keys SET state = 'retiring' WHERE state = 'active'",
-                    &[],
-                )?;
-                let id = insert_key(tx, &key, &cert)?;
-                let rows = tx.query("SELECT function, version, manifest FROM versions", &[])?;
-                for r in rows {
-                    let old: Signed<Manifest> = serde_json::from_str(&r.text(2)?)
-                        .map_err(|e| StoreError::Db(format!("stored manifest: {e}")))?;
-                    let m = old
-                        .payload_unverified()
-                        .map_err(|e| StoreError::Db(e.to_string()))?;
-                    let new = Signed::sign(&m, Context::Manifest, &id, &key);
-                    tx.execute(
-                        "UPDATE versions SET manifest = $3 WHERE function = $1 AND version = $2",
-                        params![r.text(0)?, r.i64(1)?, serde_json::to_string(&new).unwrap()],
-                    )?;
-                }
-                retire_confirmed(tx)?;
-                list_tx(tx)?
-                    .into_iter()
-                    .find(|k| k.id == id)
-                    .ok_or_else(|| StoreError::Db("rotated key vanished".into()))
-            })
+            .tx(move |tx| install_rotated(tx, &key, &cert))
             .await?;
         self.changed();
         Ok(out)

@@ -5,7 +5,7 @@
 //! `?schema=NAME` in the URL (removed before connecting) puts every table in schema `NAME`,
 //! created if missing: tests give each server a schema of its own in the shared `test` database.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -20,11 +20,16 @@ use super::Tx;
 const MAX_ATTEMPTS: u32 = 50;
 /// Most idle connections kept.
 const POOL_SIZE: usize = 8;
+/// Most connections open at once (more transactions wait for one).
+const MAX_OPEN: usize = 16;
 
 pub struct PgDb {
     url: String,
     schema: Option<String>,
     idle: Mutex<Vec<Client>>,
+    /// Connections handed out or idle, and a condition to wait for one.
+    open: Mutex<usize>,
+    freed: Condvar,
 }
 
 impl ToSql for Value {
@@ -129,6 +134,8 @@ impl PgDb {
             url,
             schema,
             idle: Mutex::new(Vec::new()),
+            open: Mutex::new(0),
+            freed: Condvar::new(),
         };
         drop(db.connect()?); // fail early on a bad URL
         Ok(db)
@@ -144,20 +151,44 @@ impl PgDb {
     }
 
     fn take(&self) -> Result<Client, StoreError> {
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match pooled {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.connect(),
+        loop {
+            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match pooled {
+                Some(c) if !c.is_closed() => return Ok(c),
+                Some(_) => self.release_slot(),
+                None => {}
+            }
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if *open < MAX_OPEN {
+                *open += 1;
+                drop(open);
+                return self.connect().inspect_err(|_| self.release_slot());
+            }
+            // Wait for a connection to come back (or a slot to free up).
+            let _ = self.freed.wait_timeout(open, Duration::from_millis(100));
         }
+    }
+
+    fn release_slot(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        *open = open.saturating_sub(1);
+        self.freed.notify_one();
     }
 
     fn give_back(&self, client: Client) {
         if client.is_closed() {
+            self.release_slot();
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < POOL_SIZE {
             idle.push(client);
+            drop(idle);
+            self.freed.notify_one();
+        } else {
+            drop(idle);
+            drop(client);
+            self.release_slot();
         }
     }
 

@@ -402,3 +402,57 @@ fn serve_binary_over_tls() {
         untrusted.stderr
     );
 }
+
+fn offline_rotation(backend: crate::support::Backend) {
+    let s = Server::start(backend);
+    let v = s.publish("f", 1);
+    let mut devs = s.fleet("g", 1);
+    s.op().ok(
+        "POST",
+        "/v1/deployments",
+        Some(&serde_json::json!({"group": "g", "functions": [format!("f:{v}")]})),
+    );
+    let before = devs[0].fetch();
+    let etag = devs[0].etag.clone().unwrap();
+    // the root key stays off the server: rotate where it is, straight on the store
+    let o = Command::new(CLOUD)
+        .args(["rotate-key", "--dir"])
+        .arg(s.path())
+        .args(["--db", &s.db])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys = s.op().ok("GET", "/v1/keys", None);
+    let new_key = keys[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (keys[0]["state"].as_str(), keys[1]["state"].as_str()),
+        (Some("retiring"), Some("active"))
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&new_key));
+    // a waiting device wakes with a document signed by the new key
+    let (st, _, _) = devs[0].http.raw(
+        "GET",
+        "/v1/device/desired?wait=10",
+        None,
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(st, 200);
+    let after = devs[0].fetch();
+    assert_eq!(after.key_id, new_key);
+    assert!(after.sequence > before.sequence);
+    // without the root key a rotation is refused clearly
+    std::fs::remove_file(s.path().join("root.key")).unwrap();
+    let o = Command::new(CLOUD)
+        .args(["rotate-key", "--dir"])
+        .arg(s.path())
+        .args(["--db", &s.db])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("root.key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+crate::both!(rotate_key_offline, offline_rotation);

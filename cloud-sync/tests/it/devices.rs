@@ -209,7 +209,7 @@ fn desired_state(backend: Backend) {
     assert!(outsider.functions().is_empty());
     // joining the group brings the succeeded deployment... once it succeeded
     d.report(dep["id"].as_str().unwrap(), "healthy", None);
-    crate::support::eventually(5, || {
+    crate::support::eventually(20, || {
         (op.ok(
             "GET",
             &format!("/v1/deployments/{}", dep["id"].as_str().unwrap()),
@@ -225,3 +225,47 @@ fn desired_state(backend: Backend) {
     assert!(!outsider.fetch().functions[0].enabled);
 }
 both!(desired_state_etag_long_poll_artifacts, desired_state);
+
+fn restart(backend: Backend) {
+    let s = Server::start(backend);
+    let v = s.publish("f", 1);
+    let mut devs = s.fleet("lab", 1);
+    s.op().ok(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "lab", "functions": [format!("f:{v}")]})),
+    );
+    let before = devs[0].fetch();
+    let etag = devs[0].etag.clone().unwrap();
+    let s = s.restart();
+    let d = &mut devs[0];
+    d.http = Http::new(&s.url, d.http.auth.trim_start_matches("Bearer "));
+    // the same document (same sequence, 304), the credential still works, the operator token too
+    let (st, _, _) = d.http.raw(
+        "GET",
+        "/v1/device/desired",
+        None,
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(st, 304);
+    let after = d.fetch();
+    assert_eq!(
+        (after.sequence, after.functions.len()),
+        (before.sequence, 1)
+    );
+    assert_eq!(
+        s.op().ok("GET", "/v1/functions/f", None)["versions"][0]["version"],
+        v
+    );
+    // and it still signs (the signing key came back from the store)
+    let v2 = s.publish("f", 2);
+    s.op().ok(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "lab", "functions": [format!("f:{v2}")]})),
+    );
+    let newer = d.fetch();
+    assert!(newer.sequence > after.sequence);
+    assert_eq!(newer.functions[0].versions[0].version, v2);
+}
+both!(state_survives_a_restart, restart);

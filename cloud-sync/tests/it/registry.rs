@@ -330,3 +330,29 @@ fn mappings(backend: Backend) {
     assert_eq!(op.call("GET", "/v1/mappings/convert", None).0, 404);
 }
 both!(mapping_rules, mappings);
+
+#[test]
+fn a_large_module_is_accepted() {
+    let s = Server::start(Backend::Sqlite);
+    let mut m = module(9);
+    // a 3 MiB custom section: above axum's default body limit once base64-encoded
+    let payload = vec![7u8; 3 << 20];
+    m.push(0);
+    let mut len = payload.len() as u32 + 2;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        m.push(if len > 0 { b | 0x80 } else { b });
+        if len == 0 {
+            break;
+        }
+    }
+    m.extend_from_slice(&[1, b'x']);
+    m.extend_from_slice(&payload);
+    let v = s.op().ok(
+        "POST",
+        "/v1/functions",
+        Some(&json!({"name": "big", "module_base64": b64(&m)})),
+    );
+    assert_eq!(v["latest"]["size"].as_u64(), Some(m.len() as u64));
+}

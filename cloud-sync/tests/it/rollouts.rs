@@ -39,7 +39,7 @@ fn canary_failure(backend: Backend) {
         assert_eq!(d.functions(), vec![("f".to_string(), vec![v1])]);
         d.report(&base_id, "healthy", None);
     }
-    eventually(5, || {
+    eventually(20, || {
         (status(&s, &base_id)["status"] == "succeeded").then_some(())
     });
     // v2 with a 25% canary batch; the canary fails
@@ -66,7 +66,7 @@ fn canary_failure(backend: Backend) {
         }
     }
     devs[c].report(&id, "failed", Some("f version 2: init failed: unreachable"));
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "rolled_back", "{done}");
@@ -119,7 +119,7 @@ fn batches_succeed(backend: Backend) {
     }
     assert_eq!(seen, 2);
     // the applied one turns healthy after the health wait, then batch 2 is released
-    let st = eventually(5, || {
+    let st = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["current_batch"] == 1)
     });
     assert_eq!(st["counts"]["healthy"], 1, "{st}");
@@ -129,7 +129,7 @@ fn batches_succeed(backend: Backend) {
         .unwrap();
     assert_eq!(last.functions().len(), 1);
     last.report(&id, "healthy", None);
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -157,7 +157,31 @@ fn cancel_and_rules(backend: Backend) {
     let v1 = s.publish("f", 1);
     let mut devs = s.fleet("fleet", 2);
     let op = s.op();
+    op.ok("POST", "/v1/mappings", Some(&json!({"function": "f", "name": "on-latest", "source": {"kind": "mqtt", "filter": "x"}})));
+    op.ok(
+        "POST",
+        "/v1/mappings",
+        Some(
+            &json!({"function": "f:1", "name": "on-1", "source": {"kind": "mqtt", "filter": "y"}}),
+        ),
+    );
+    s.publish("g", 1);
     for (body, code, needle) in [
+        (
+            json!({"group": "fleet", "functions": ["f:1"], "mappings": ["on-latest"]}),
+            422,
+            "does not carry",
+        ),
+        (
+            json!({"group": "fleet", "functions": ["g:1"], "mappings": ["on-1"]}),
+            422,
+            "does not deploy",
+        ),
+        (
+            json!({"group": "fleet", "functions": ["f:1"], "mappings": ["nope"]}),
+            404,
+            "no mapping nope",
+        ),
         (
             json!({"group": "fleet", "functions": ["f:latest"]}),
             422,
@@ -211,6 +235,22 @@ fn cancel_and_rules(backend: Backend) {
     // the released device keeps it, the pending one never gets it
     let got: Vec<usize> = devs.iter_mut().map(|d| d.functions().len()).collect();
     assert_eq!(got.iter().sum::<usize>(), 1, "{got:?}");
+    // a new deployment to the group supersedes a running one
+    let a = deploy(
+        &s,
+        json!({"group": "fleet", "functions": [format!("f:{v1}")], "batch_percent": 50}),
+    );
+    let b = deploy(
+        &s,
+        json!({"group": "fleet", "functions": [format!("f:{v1}")], "batch_percent": 50}),
+    );
+    let a = status(&s, a["id"].as_str().unwrap());
+    assert_eq!(a["status"], "cancelled");
+    assert_eq!(
+        a["message"],
+        format!("superseded by {}", b["id"].as_str().unwrap())
+    );
+    assert_eq!(status(&s, b["id"].as_str().unwrap())["status"], "running");
     // a deployed version cannot be deleted
     let (st, v) = op.call("DELETE", "/v1/functions/f", None);
     assert_eq!(st, 409, "{v}");
@@ -285,7 +325,7 @@ fn silent_device(backend: Backend) {
     devs[0].fetch();
     devs[0].report(&id, "healthy", None);
     // devs[1] never reports: after the timeout it counts as failed (1 of 2 = 50%: tolerated)
-    let done = eventually(5, || {
+    let done = eventually(20, || {
         Some(status(&s, &id)).filter(|d| d["status"] != "running")
     });
     assert_eq!(done["status"], "succeeded", "{done}");

@@ -121,6 +121,19 @@ impl Server {
         }
     }
 
+    /// Stops this server and starts a new one (another port) on the same directory and database.
+    pub fn restart(mut self) -> Server {
+        if let Some(r) = self.running.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(2), r.stop()).await });
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let (db, schema) = (self.db.clone(), self.schema.take());
+        drop(self);
+        Server::start_with(dir, db, schema, None, |_| {})
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
