@@ -3,8 +3,8 @@
 //! cloud that serves documents signed with test keys for the cases the real one never makes
 //! (bad signature, unknown key, expired, sequence going backwards, module hash/size mismatch).
 //!
-//! The cloud binaries come from the same target directory (`cargo build -p edgefn-cloud
-//! --bins`; built here on first use if missing).
+//! The cloud binaries come from the same target directory: `cargo build -p edgefn-cloud --bins`
+//! runs once per test process (a no-op when they are up to date).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -77,9 +77,7 @@ fn cloud_bin(name: &str) -> PathBuf {
         .to_path_buf();
     let path = dir.join(name);
     BUILT.get_or_init(|| {
-        if dir.join("edgefn-cloud").exists() && dir.join("edgefn").exists() {
-            return;
-        }
+        // Once per test process, so a changed cloud is never tested stale (a no-op when fresh).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(crate::support::repo_root())
