@@ -205,6 +205,7 @@ impl SyncActor {
             }
             // Nudges that came while polling: poll again at once if one is news.
             while let Ok(SyncMessage::Nudge(seq)) = self.inbox.try_recv() {
+                eprintln!("edgefn-agent: sync: nudged (sequence {seq})");
                 if self.etag.as_deref() != Some(&format!("\"{seq}\"")) {
                     poll_now = true;
                 }
@@ -221,7 +222,10 @@ impl SyncActor {
                 return false;
             }
             match self.inbox.recv_timeout(left) {
-                Ok(SyncMessage::Nudge(_)) => return true,
+                Ok(SyncMessage::Nudge(seq)) => {
+                    eprintln!("edgefn-agent: sync: nudged (sequence {seq})");
+                    return true;
+                }
                 Err(RecvTimeoutError::Timeout) => return false,
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(left),
             }

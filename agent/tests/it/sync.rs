@@ -104,6 +104,10 @@ struct Cloud {
 
 impl Cloud {
     fn start() -> Cloud {
+        Cloud::start_with(&[])
+    }
+
+    fn start_with(serve_args: &[&str]) -> Cloud {
         let dir = TempDir::new("cloud");
         let o = Command::new(cloud_bin("edgefn-cloud"))
             .args(["init", "--dir"])
@@ -114,6 +118,7 @@ impl Cloud {
         let mut child = Command::new(cloud_bin("edgefn-cloud"))
             .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir.path())
+            .args(serve_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -493,6 +498,41 @@ fn deploy_run_update_and_roll_back_a_failing_canary() {
     // The device's view in the cloud: it reported the failed deployment.
     let dev = cloud.ok("GET", "/v1/devices/pi-1", None);
     assert!(dev["applied_key_id"].is_string(), "{dev}");
+}
+
+/// Nudges: the cloud publishes `{"sequence": N}` on the local Mosquitto when the device's
+/// document moves; the agent subscribed there fetches at once.
+#[test]
+fn nudges_over_mqtt() {
+    let cloud = Cloud::start_with(&["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let token = cloud.device("pi-n", "n");
+    let a = enrolled_agent_with(
+        "sync-nudge",
+        &cloud.url,
+        &token,
+        "[cloud]\npoll_wait = \"300s\"\nhealth_window = \"1s\"\nmqtt = \"mqtt://127.0.0.1:1883\"\n",
+    );
+    poll(
+        "the nudge subscription",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("taking nudges on edgefn/devices/")
+                .then_some(())
+        },
+    );
+    cloud.publish("nudged", &guest("hi", 0));
+    cloud.deploy(json!({"group": "n", "functions": ["nudged:1"]}));
+    wait_answer(&a, "nudged", "1", "hi");
+    poll(
+        "a nudge",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("sync: nudged (sequence")
+                .then_some(())
+        },
+    );
 }
 
 /// kill -9 while a module downloads (resumed with Range after the restart) and inside the
