@@ -98,7 +98,7 @@ struct Cloud {
     child: Child,
     url: String,
     token: String,
-    _dir: TempDir,
+    dir: TempDir,
     http: ureq::Agent,
 }
 
@@ -108,6 +108,12 @@ impl Cloud {
     }
 
     fn start_with(serve_args: &[&str]) -> Cloud {
+        Cloud::start_opts(false, serve_args)
+    }
+
+    /// With `tls`: HTTPS with a server certificate of a fresh CA (`ca.crt` in the cloud's
+    /// directory, see [`Cloud::ca`]).
+    fn start_opts(tls: bool, serve_args: &[&str]) -> Cloud {
         let dir = TempDir::new("cloud");
         let o = Command::new(cloud_bin("edgefn-cloud"))
             .args(["init", "--dir"])
@@ -115,10 +121,18 @@ impl Cloud {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut serve_args: Vec<String> = serve_args.iter().map(|s| s.to_string()).collect();
+        if tls {
+            make_certs(dir.path());
+            for (flag, file) in [("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")] {
+                serve_args.push(flag.into());
+                serve_args.push(dir.path().join(file).to_str().unwrap().into());
+            }
+        }
         let mut child = Command::new(cloud_bin("edgefn-cloud"))
             .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir.path())
-            .args(serve_args)
+            .args(&serve_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -135,15 +149,30 @@ impl Cloud {
             .unwrap()
             .trim()
             .to_string();
-        let http = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let pem = std::fs::read(dir.path().join("ca.crt")).unwrap();
+            let certs: Vec<ureq::tls::Certificate<'static>> =
+                rustls_pemfile::certs(&mut pem.as_slice())
+                    .map(|c| ureq::tls::Certificate::from_der(c.unwrap().as_ref()).to_owned())
+                    .collect();
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::Rustls)
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .unversioned_rustls_crypto_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .build(),
+            );
+        }
+        let http = config.build().new_agent();
         Cloud {
             child,
             url,
             token,
-            _dir: dir,
+            dir,
             http,
         }
     }
@@ -241,6 +270,81 @@ impl Cloud {
             },
         )
     }
+}
+
+/// A CA (`ca.crt`) and a server certificate for 127.0.0.1 it signs (`tls.crt`, `tls.key`).
+fn make_certs(d: &Path) {
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("openssl (tests/run.sh installs it)");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "tls.key",
+                "-out",
+                "tls.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "tls.crt",
+    ]);
 }
 
 impl Drop for Cloud {
@@ -498,6 +602,52 @@ fn deploy_run_update_and_roll_back_a_failing_canary() {
     // The device's view in the cloud: it reported the failed deployment.
     let dev = cloud.ok("GET", "/v1/devices/pi-1", None);
     assert!(dev["applied_key_id"].is_string(), "{dev}");
+}
+
+/// HTTPS: the agent trusts the cloud's CA only when told (`--ca-file`), enrolls and syncs
+/// over TLS (rustls, ring).
+#[test]
+fn sync_over_https_with_a_ca_file() {
+    let cloud = Cloud::start_opts(true, &[]);
+    assert!(cloud.url.starts_with("https://"), "{}", cloud.url);
+    let token = cloud.device("pi-tls", "tls");
+    let scratch = TempDir::new("tls-enroll");
+    let d = scratch.path().join("data");
+    let o = cli_bare(
+        &[
+            "enroll",
+            "--cloud",
+            &cloud.url,
+            "--token",
+            &token,
+            "--data-dir",
+            d.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("TLS"), "{}", o.stderr);
+    let ca = cloud.dir.path().join("ca.crt");
+    let a = Agent::start_prepared("sync-tls", &[], |data| {
+        let o = cli_bare(
+            &[
+                "enroll",
+                "--cloud",
+                &cloud.url,
+                "--token",
+                &token,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--ca-file",
+                ca.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+    });
+    cloud.publish("secure", &guest("tls", 0));
+    cloud.deploy(json!({"group": "tls", "functions": ["secure:1"]}));
+    wait_answer(&a, "secure", "1", "tls");
 }
 
 /// Nudges: the cloud publishes `{"sequence": N}` on the local Mosquitto when the device's
