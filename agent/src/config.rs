@@ -44,6 +44,23 @@ embedded_listen = "127.0.0.1:1883"
 # username = ""
 # password = ""
 
+[cloud]
+# Cloud sync (docs/cloud-api.md). It runs once the device is enrolled
+# (`edgefn-agent enroll --cloud URL --token T` writes <data_dir>/cloud.json) unless disabled here.
+enabled = true
+# Long-poll wait of GET /v1/device/desired (at most 300s): a change arrives at once anyway.
+poll_wait = "60s"
+# A newly activated version is watched this long: its edgefn_init must succeed, and
+# health_failures failed invocations (traps, limits) within the window roll it back.
+health_window = "30s"
+health_failures = 3
+# Longest pause between retries while the cloud is unreachable (the agent keeps running its
+# local state).
+retry_max = "60s"
+# A cloud-side MQTT broker to take nudges from (edgefn/devices/{id}/desired), e.g.
+# "mqtt://cloud-broker:1883". "" = none (the long-poll alone).
+mqtt = ""
+
 [runtime]
 # Threads that run invocations (0 = one per CPU core).
 workers = 0
@@ -112,6 +129,8 @@ pub struct AgentConfig {
     pub http_listen: Option<SocketAddr>,
     /// MQTT settings.
     pub mqtt: MqttSettings,
+    /// Cloud sync settings (`[cloud]`).
+    pub cloud: crate::sync::SyncSettings,
 }
 
 /// Where MQTT comes from.
@@ -181,6 +200,19 @@ struct Raw {
     store: RawStore,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    cloud: RawCloud,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    enabled: Option<bool>,
+    poll_wait: Option<String>,
+    health_window: Option<String>,
+    health_failures: Option<u64>,
+    retry_max: Option<String>,
+    mqtt: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,7 +349,31 @@ impl AgentConfig {
             username: m.username,
             password: m.password,
         };
+        let c = raw.cloud;
+        let poll_wait = duration("cloud.poll_wait", c.poll_wait.as_deref(), "60s")?;
+        if poll_wait.as_secs() < 1 || poll_wait.as_secs() > 300 {
+            return Err(err("cloud.poll_wait must be 1s..=300s".into()));
+        }
+        let nudge_mqtt = match c.mqtt.as_deref().unwrap_or("").trim() {
+            "" => None,
+            u if u.starts_with("mqtt://") => Some(u.to_string()),
+            u => {
+                return Err(err(format!(
+                    "cloud.mqtt: `{u}` is not \"\" or mqtt://HOST:PORT"
+                )))
+            }
+        };
+        let cloud = crate::sync::SyncSettings {
+            enabled: c.enabled.unwrap_or(true),
+            poll_wait,
+            health_window: duration("cloud.health_window", c.health_window.as_deref(), "30s")?,
+            health_failures: c.health_failures.unwrap_or(3).max(1),
+            retry_max: duration("cloud.retry_max", c.retry_max.as_deref(), "60s")?
+                .max(std::time::Duration::from_millis(100)),
+            nudge_mqtt,
+        };
         Ok(AgentConfig {
+            cloud,
             http_listen,
             mqtt,
             data_dir: raw.data_dir,

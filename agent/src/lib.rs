@@ -6,6 +6,8 @@
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
 //! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
+//! - [`sync`]: cloud sync: enrollment, the desired state (verify, stage, activate), health
+//!   and rollback, status reports, nudges (docs/cloud-api.md).
 //! - `broker`: the embedded MQTT 3.1.1 broker (rumqttd; feature `embedded-broker`).
 //! - [`systemd`]: readiness and watchdog notifications under a `Type=notify` unit.
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
@@ -21,5 +23,6 @@ pub mod runtime;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod sync;
 pub mod systemd;
 pub mod triggers;

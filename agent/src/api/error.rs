@@ -81,7 +81,9 @@ impl From<StoreError> for ApiError {
             StoreError::FunctionExists(_)
             | StoreError::VersionInUse { .. }
             | StoreError::MappingExists { .. }
-            | StoreError::HttpPathTaken { .. } => (StatusCode::CONFLICT, "conflict"),
+            | StoreError::HttpPathTaken { .. }
+            | StoreError::CloudManaged(_)
+            | StoreError::CloudConflict(_) => (StatusCode::CONFLICT, "conflict"),
             StoreError::InvalidName { .. }
             | StoreError::InvalidQualifier { .. }
             | StoreError::InvalidAlias { .. }

@@ -17,6 +17,7 @@
 mod alias;
 mod client;
 mod dead_letters;
+mod enroll;
 mod exec;
 mod function;
 mod invoke;
@@ -66,6 +67,9 @@ enum Command {
     Mapping(mapping::MappingArgs),
     /// List events whose delivery failed for good.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Enroll this device with the cloud (stores its credential and the root key in the data
+    /// directory); `run` then syncs its desired state.
+    Enroll(enroll::EnrollArgs),
 }
 
 /// Runs the parsed command; `Err` means a usage-level failure (exit 2).
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => finish(stats::run(args)),
         Command::Mapping(args) => finish(mapping::run(args)),
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
+        Command::Enroll(args) => enroll::run(args),
     }
 }
 

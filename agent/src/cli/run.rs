@@ -139,6 +139,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         tokio::spawn(daemon.clone().retention_loop());
+        // Cloud sync, if this device is enrolled (src/sync, docs/cloud-api.md).
+        match edgefn_agent::sync::start(daemon.clone(), &data_dir, config.cloud.clone()) {
+            Ok(Some(s)) => eprintln!("edgefn-agent: cloud sync with {} as device {}", s.cloud, s.device_id),
+            Ok(None) => {}
+            Err(e) => eprintln!("edgefn-agent: cloud sync not started: {e}"),
+        }
         let shutdown = async {
             shutdown_signal().await;
             edgefn_agent::systemd::stopping();

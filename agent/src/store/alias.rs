@@ -215,6 +215,7 @@ impl Store {
         validate_alias_name(alias)?;
         target.validate(alias)?;
         self.write(|tx| {
+            super::functions::ensure_local(tx, function)?;
             versions::get(tx, function, target.version)?;
             if let Some(also) = target.also {
                 versions::get(tx, function, also.version)?;
@@ -261,6 +262,7 @@ impl Store {
     /// Deletes an alias.
     pub fn delete_alias(&self, function: &str, alias: &str) -> Result<()> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, function)?;
             get(tx, function, alias)?;
             tx.prepare_cached("DELETE FROM aliases WHERE function = ?1 AND name = ?2")?
                 .execute(params![function, alias])?;

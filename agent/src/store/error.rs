@@ -86,6 +86,15 @@ pub enum StoreError {
     #[error("{path}: {reason}")]
     Setup { path: String, reason: String },
 
+    /// The local API may not change what cloud sync manages.
+    #[error("{0} is managed by the cloud (cloud sync); change it there, not on the device")]
+    CloudManaged(String),
+
+    /// Cloud sync refused a desired state (a name taken by a local function or mapping, a
+    /// module not staged, ...); the message names it.
+    #[error("{0}")]
+    CloudConflict(String),
+
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
 

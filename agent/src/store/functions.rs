@@ -170,6 +170,19 @@ pub(crate) fn exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
         .is_some())
 }
 
+/// Fails with [`StoreError::CloudManaged`] if `name` is managed by cloud sync: the local API
+/// never changes what the cloud manages (the next desired state would silently undo it).
+pub(crate) fn ensure_local(tx: &Transaction<'_>, name: &str) -> Result<()> {
+    let origin: Option<Origin> = tx
+        .prepare_cached("SELECT origin FROM functions WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    if origin == Some(Origin::Cloud) {
+        return Err(StoreError::CloudManaged(format!("function {name:?}")));
+    }
+    Ok(())
+}
+
 /// Marks the function as changed now.
 pub(crate) fn touch(tx: &Transaction<'_>, name: &str) -> Result<()> {
     tx.prepare_cached("UPDATE functions SET updated_ms = ?2 WHERE name = ?1")?
@@ -226,6 +239,7 @@ impl Store {
         spec: Option<&str>,
     ) -> Result<Updated> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, name)?;
             let (old_sha, old_spec): (String, String) = tx
                 .prepare_cached("SELECT latest_sha256, latest_spec FROM functions WHERE name = ?1")?
                 .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -269,6 +283,7 @@ impl Store {
     /// Enables or disables a function. Returns whether the flag changed.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<bool> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, name)?;
             let current: bool = tx
                 .prepare_cached("SELECT enabled FROM functions WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))
@@ -326,6 +341,7 @@ impl Store {
     /// else uses. Its invocation and log records stay until retention drops them.
     pub fn delete_function(&self, name: &str) -> Result<DeletedFunction> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, name)?;
             let latest_sha: String = tx
                 .prepare_cached("SELECT latest_sha256 FROM functions WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))

@@ -520,7 +520,21 @@ pub(crate) fn get(tx: &Transaction<'_>, id_or_name: &str) -> Result<Mapping> {
     find(tx, id_or_name)?.ok_or_else(|| StoreError::UnknownMapping(id_or_name.to_owned()))
 }
 
-fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
+/// Fails with [`StoreError::CloudManaged`] for a mapping cloud sync manages.
+fn ensure_local_mapping(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
+    let origin: String = tx
+        .prepare_cached("SELECT origin FROM mappings WHERE id = ?1")?
+        .query_row([&m.id], |r| r.get(0))?;
+    if origin == "cloud" {
+        return Err(StoreError::CloudManaged(format!(
+            "mapping {} ({})",
+            m.id, m.name
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
@@ -530,7 +544,7 @@ fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Checks a mapping (new or updated) against the rules and the other mappings.
-fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
+pub(crate) fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
     validate_function_name(&m.function)?;
     Qualifier::parse(&m.qualifier)?;
     m.source.validate()?;
@@ -624,7 +638,7 @@ fn changes(old: &Mapping, new: &Mapping) -> Vec<String> {
     out
 }
 
-fn write_row(tx: &Transaction<'_>, m: &Mapping, insert: bool) -> Result<()> {
+pub(crate) fn write_row(tx: &Transaction<'_>, m: &Mapping, insert: bool) -> Result<()> {
     let sql = if insert {
         "INSERT INTO mappings (id, name, function, qualifier, source_kind, source, enabled,
                                retries, on_success, on_failure, created_ms, updated_ms)
@@ -712,6 +726,7 @@ impl Store {
     pub fn update_mapping(&self, id_or_name: &str, patch: &MappingPatch) -> Result<Mapping> {
         self.write(|tx| {
             let old = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &old)?;
             let mut m = old.clone();
             if let Some(name) = &patch.name {
                 m.name = name.clone();
@@ -766,6 +781,7 @@ impl Store {
     pub fn set_mapping_enabled(&self, id_or_name: &str, enabled: bool) -> Result<MappingToggled> {
         self.write(|tx| {
             let mut m = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &m)?;
             if m.enabled == enabled {
                 return Ok(MappingToggled {
                     changed: false,
@@ -795,6 +811,7 @@ impl Store {
     pub fn delete_mapping(&self, id_or_name: &str) -> Result<Mapping> {
         self.write(|tx| {
             let m = get(tx, id_or_name)?;
+            ensure_local_mapping(tx, &m)?;
             tx.prepare_cached("DELETE FROM mappings WHERE id = ?1")?
                 .execute([&m.id])?;
             let dropped = queue::delete_target(tx, &queue::mapping_target(&m.id))?;

@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -321,6 +321,39 @@ CREATE TRIGGER dead_letters_count_delete AFTER DELETE ON dead_letters
 BEGIN
     UPDATE counters SET value = value - 1 WHERE name = 'rows.dead_letters';
 END;
+"#;
+
+/// Schema version 3: cloud sync (docs/architecture.md, "Cloud sync"). Functions already have
+/// an `origin`; mappings get one. The applied desired states (the current one and the last good
+/// one, kept for a rollback), deployments that failed on this device, and the modules of the
+/// last good state, pinned so that garbage collection keeps them.
+const V3: &str = r#"
+ALTER TABLE mappings ADD COLUMN origin TEXT NOT NULL DEFAULT 'local'
+    CHECK (origin IN ('local', 'cloud'));
+
+-- `current`: the desired state the device runs (health `pending` during its health window);
+-- `previous`: the last healthy state before it, the target of a rollback. `state` is the JSON
+-- of `store::cloud::CloudState` (taken from a verified document).
+CREATE TABLE cloud_states (
+    slot         TEXT PRIMARY KEY NOT NULL CHECK (slot IN ('current', 'previous')),
+    sequence     INTEGER NOT NULL,
+    state        TEXT NOT NULL CHECK (json_valid(state)),
+    activated_ms INTEGER NOT NULL,
+    health       TEXT NOT NULL CHECK (health IN ('pending', 'healthy'))
+) WITHOUT ROWID;
+
+-- Deployments rolled back on this device, with why (status reports say `failed`).
+CREATE TABLE cloud_failures (
+    deployment TEXT PRIMARY KEY NOT NULL,
+    error      TEXT NOT NULL,
+    sequence   INTEGER NOT NULL,
+    failed_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Modules garbage collection keeps although no function or version refers to them.
+CREATE TABLE module_pins (
+    sha256 TEXT PRIMARY KEY NOT NULL
+) WITHOUT ROWID;
 "#;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 and 2, see `migrations.rs`)
+//! # Schema (versions 1 to 3, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -22,11 +22,14 @@
 //! | `stats` | `(function, version_key, minute_ms)` | per-minute counts, sums and mergeable duration/latency histograms ([`crate::stats::Histogram`]) |
 //! | `counters` | `name` | exact row counts of logs/invocations (triggers) and cumulative retention drops |
 //! | `meta` | `key` | small settings (admin token id, device id, `mappings.revision`, ...) |
-//! | `mappings` | `id`, unique `name` | event-source mappings (V2): function + qualifier, source kind + JSON, enabled, retries, destinations |
+//! | `mappings` | `id`, unique `name` | event-source mappings (V2): function + qualifier, source kind + JSON, enabled, retries, destinations; `origin` (V3) |
 //! | `event_queue` | `seq` | events accepted but not yet delivered (V2): paused mappings' backlogs, function destinations |
 //! | `outbox` | `seq` | MQTT messages to publish (V2), deleted on the broker's ack; bounded, drops counted |
 //! | `mqtt_dedup` | `(session, packet_id)` | marks of committed QoS 1/2 messages (V2): exactly-once across crashes |
 //! | `dead_letters` | `id` | events whose delivery failed for good (V2); bounded by retention |
+//! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
+//! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
+//! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
 //! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
@@ -50,8 +53,10 @@
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
 //! - [`retention`]: bounded history, counted drops
 //! - [`meta`]: small persistent settings
+//! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
 
 pub mod alias;
+pub mod cloud;
 pub mod commit;
 pub mod db;
 pub mod dead_letters;

@@ -31,13 +31,15 @@ pub(crate) fn put(tx: &Transaction<'_>, bytes: &[u8]) -> Result<String> {
 }
 
 /// Deletes the module `sha` if no function's latest and no version uses it. Returns whether it
-/// was deleted. Call after removing a reference; both lookups are indexed.
+/// was deleted. Call after removing a reference; the lookups are indexed. Modules pinned by cloud
+/// sync (the last good desired state, kept for a rollback: `module_pins`, V3) stay too.
 pub(crate) fn collect_if_unused(tx: &Transaction<'_>, sha: &str) -> Result<bool> {
     let deleted = tx
         .prepare_cached(
             "DELETE FROM modules WHERE sha256 = ?1
                AND NOT EXISTS (SELECT 1 FROM functions WHERE latest_sha256 = ?1)
-               AND NOT EXISTS (SELECT 1 FROM versions WHERE sha256 = ?1)",
+               AND NOT EXISTS (SELECT 1 FROM versions WHERE sha256 = ?1)
+               AND NOT EXISTS (SELECT 1 FROM module_pins WHERE sha256 = ?1)",
         )?
         .execute([sha])?;
     Ok(deleted > 0)

@@ -84,6 +84,7 @@ impl Store {
     /// with `created: false` instead of making a duplicate.
     pub fn publish(&self, function: &str, description: &str) -> Result<Published> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, function)?;
             let (sha, spec, last): (String, String, u32) = tx
                 .prepare_cached(
                     "SELECT latest_sha256, latest_spec, last_version FROM functions WHERE name = ?1",
@@ -147,6 +148,7 @@ impl Store {
     /// alias points at it. Its number is not reused.
     pub fn delete_version(&self, function: &str, version: u32) -> Result<()> {
         self.write(|tx| {
+            super::functions::ensure_local(tx, function)?;
             let info = get(tx, function, version)?;
             let aliases: Vec<String> = tx
                 .prepare_cached(

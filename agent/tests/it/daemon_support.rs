@@ -28,6 +28,8 @@ pub struct Agent {
     pub dir: TempDir,
     /// Everything the agent wrote to stderr, across restarts.
     stderr: Arc<Mutex<String>>,
+    /// Extra environment of the next start ([`Agent::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -39,6 +41,12 @@ impl Agent {
     /// Starts an agent with extra `run` arguments (the HTTP trigger binds port 0 unless they
     /// say `--http`).
     pub fn start_with(tag: &str, extra: &[&str]) -> Agent {
+        Agent::start_prepared(tag, extra, |_| {})
+    }
+
+    /// Like [`Agent::start_with`], running `prepare` on the (not yet existing) data directory
+    /// path first (e.g. `edgefn-agent enroll --data-dir`).
+    pub fn start_prepared(tag: &str, extra: &[&str], prepare: impl FnOnce(&Path)) -> Agent {
         let dir = TempDir::new(&format!("daemon-{tag}"));
         let mut a = Agent {
             child: None,
@@ -47,9 +55,19 @@ impl Agent {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             dir,
             stderr: Arc::new(Mutex::new(String::new())),
+            env: Vec::new(),
         };
+        prepare(&a.data_dir());
         a.spawn();
         a
+    }
+
+    /// Sets the extra environment of the next (re)start; `&[]` clears it.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// The agent's data directory.
@@ -76,6 +94,9 @@ impl Agent {
             .arg(self.data_dir());
         if !self.extra_args.iter().any(|a| a == "--http") {
             cmd.args(["--http", "127.0.0.1:0"]);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .args(&self.extra_args)

@@ -8,5 +8,6 @@ mod exec;
 mod mappings;
 mod runtime_abi;
 mod runtime_examples;
+mod sync;
 mod systemd;
 mod triggers;
