@@ -59,10 +59,18 @@ enum Command {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// A cloud-side MQTT broker (`mqtt://HOST[:PORT]`) to nudge devices through when their
-        /// desired state changes (topic `edgefn/devices/{device_id}/desired`).
+        /// A cloud-side MQTT broker (`mqtt://HOST[:PORT]`, `mqtts://` for TLS) to nudge devices
+        /// through when their desired state changes (topic `edgefn/devices/{device_id}/desired`).
         #[arg(long)]
         mqtt: Option<String>,
+        /// PEM CA certificate(s) to trust for `mqtts://` (default: the system's roots).
+        #[arg(long, requires = "mqtt")]
+        mqtt_ca: Option<PathBuf>,
+        /// PEM client certificate for the broker (with --mqtt-key).
+        #[arg(long, requires_all = ["mqtt", "mqtt_key"])]
+        mqtt_cert: Option<PathBuf>,
+        #[arg(long, requires = "mqtt_cert")]
+        mqtt_key: Option<PathBuf>,
         /// How long a desired-state document is valid.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         document_ttl: Duration,
@@ -117,6 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             mqtt,
+            mqtt_ca,
+            mqtt_cert,
+            mqtt_key,
             document_ttl,
         } => {
             let mut opts = ServeOptions::new(dir);
@@ -124,7 +135,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.db = db;
             opts.artifacts = artifacts;
             opts.tls = tls_cert.zip(tls_key);
-            opts.mqtt = mqtt;
+            opts.mqtt = mqtt.map(|url| server::nudge::BrokerOptions {
+                url,
+                ca: mqtt_ca,
+                client_cert: mqtt_cert.zip(mqtt_key),
+            });
             opts.settings.document_ttl_ms = document_ttl.as_millis() as i64;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

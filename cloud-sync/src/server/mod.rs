@@ -100,8 +100,8 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// How often rollouts advance without status reports (health waits).
     pub tick: Duration,
-    /// `mqtt://HOST[:PORT]` of a cloud-side broker to publish nudges to ([`nudge`]).
-    pub mqtt: Option<String>,
+    /// A cloud-side broker to publish nudges to ([`nudge`]).
+    pub mqtt: Option<nudge::BrokerOptions>,
     /// How often the store's change revision is polled (changes made by other replicas).
     pub revision_poll: Duration,
 }
@@ -234,8 +234,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
             (task, format!("http://{addr}"))
         }
     };
-    if let Some(url) = &opts.mqtt {
-        nudge::start(service.clone(), url)?;
+    if let Some(broker) = &opts.mqtt {
+        nudge::start(service.clone(), broker)?;
     }
     tokio::spawn(service.clone().watch_revision(opts.revision_poll));
     let ticker = service.clone();

@@ -294,78 +294,7 @@ fn serve_binary_over_tls() {
         .status()
         .unwrap()
         .success());
-    let (ca, cert, key) = (d.join("ca.crt"), d.join("tls.crt"), d.join("tls.key"));
-    // A CA and a server certificate it signs (webpki refuses a CA certificate as the server's).
-    let openssl = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .current_dir(d)
-            .args(args)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "2",
-                "-subj",
-                "/CN=test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "tls.key",
-                "-out",
-                "tls.csr",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "tls.crt",
-    ]);
+    let (ca, cert, key) = crate::support::make_certs(d);
     let mut child = Command::new(CLOUD)
         .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
         .arg(d)
