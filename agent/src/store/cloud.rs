@@ -29,6 +29,8 @@ use super::queue;
 const SEQUENCE_KEY: &str = "cloud.sequence";
 /// Meta key: the signing key of that document.
 const KEY_ID_KEY: &str = "cloud.key_id";
+/// Meta key: the device id the sequence belongs to.
+const DEVICE_KEY: &str = "cloud.device";
 /// Failed deployments kept for status reports.
 const MAX_FAILURES: i64 = 32;
 
@@ -578,6 +580,28 @@ impl Store {
         })
     }
 
+    /// Binds the cloud state to `device`. After an enrollment as another device (`enroll
+    /// --force`), forgets the old device's sequence, key and failures (its functions stay until
+    /// the new device's first document replaces them) and returns `true`.
+    pub fn cloud_bind_device(&self, device: &str) -> Result<bool> {
+        self.write(|tx| {
+            let old = meta_get(tx, DEVICE_KEY)?;
+            if old.as_deref() == Some(device) {
+                return Ok(false);
+            }
+            let rebound = old.is_some();
+            if rebound {
+                tx.execute(
+                    "DELETE FROM meta WHERE key IN (?1, ?2)",
+                    [SEQUENCE_KEY, KEY_ID_KEY],
+                )?;
+                tx.execute("DELETE FROM cloud_failures", [])?;
+            }
+            meta_put(tx, DEVICE_KEY, device)?;
+            Ok(rebound)
+        })
+    }
+
     /// The `current` and `previous` slots.
     pub fn cloud_slots(&self) -> Result<(Option<CloudSlot>, Option<CloudSlot>)> {
         self.read(|tx| Ok((read_slot(tx, "current")?, read_slot(tx, "previous")?)))
@@ -882,6 +906,19 @@ mod tests {
             Err(StoreError::UnknownFunction(_))
         ));
         assert_eq!(store.mapping_origin("m-cloud1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_device_forgets_the_old_sequence() {
+        let (_dir, store) = temp_store();
+        assert!(!store.cloud_bind_device("d-1").unwrap());
+        let (s5, m5) = state(5, &[(1, b"one")], 1);
+        store.cloud_activate(&s5, &m5, &|| {}).unwrap();
+        assert!(!store.cloud_bind_device("d-1").unwrap());
+        assert!(store.cloud_bind_device("d-2").unwrap());
+        assert_eq!(store.cloud_sequence().unwrap(), None);
+        let (s1, m1) = state(1, &[(2, b"two")], 2);
+        store.cloud_activate(&s1, &m1, &|| {}).unwrap();
     }
 
     #[test]

@@ -144,6 +144,18 @@ impl SyncActor {
                 self.enrollment.device_id, self.enrollment.device_name, self.enrollment.cloud
             ),
         );
+        match self
+            .daemon
+            .store()
+            .cloud_bind_device(&self.enrollment.device_id)
+        {
+            Ok(true) => self.log(
+                Level::Warn,
+                "enrolled as another device: the previous device's sequence is forgotten".into(),
+            ),
+            Ok(false) => {}
+            Err(e) => self.log(Level::Error, format!("store: {e}")),
+        }
         let mut backoff = Duration::from_millis(500);
         let mut unreachable = false;
         let mut poll_now = true;

@@ -79,7 +79,26 @@ fn cloud_bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         // Once per test process, so a changed cloud is never tested stale (a no-op when fresh).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        // Only the environment a user's shell has: variables cargo sets for this test process
+        // (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...) would make build scripts rebuild every time.
+        let mut cmd = Command::new(cargo);
+        cmd.env_clear();
+        for (k, v) in std::env::vars_os() {
+            let k_str = k.to_string_lossy();
+            let keep = matches!(
+                k_str.as_ref(),
+                "PATH"
+                    | "HOME"
+                    | "CARGO_HOME"
+                    | "RUSTUP_HOME"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "CARGO_TARGET_DIR"
+            );
+            if keep {
+                cmd.env(k, v);
+            }
+        }
+        let status = cmd
             .current_dir(crate::support::repo_root())
             .args(["build", "-p", "edgefn-cloud", "--bins"])
             .status()
