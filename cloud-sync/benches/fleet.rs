@@ -325,6 +325,23 @@ fn module() -> Vec<u8> {
     m
 }
 
+/// Setup requests the server refused with `500 serialization failure` (PostgreSQL under
+/// concurrent enrollment), retried.
+static SETUP_RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+fn retrying(c: &mut Conn, m: &str, p: &str, auth: &str, body: Option<&Value>) -> Resp {
+    for _ in 0..100 {
+        let r = c.request(m, p, auth, None, body).unwrap();
+        if r.status == 500 && String::from_utf8_lossy(&r.body).contains("serialization") {
+            SETUP_RETRIES.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        return r;
+    }
+    panic!("{m} {p}: serialization failures 100 times in a row");
+}
+
 fn setup(server: &Server, o: &Opts) -> (Vec<Dev>, f64, usize) {
     use base64::Engine;
     let mut op = Conn::new(&server.addr);
@@ -378,15 +395,15 @@ fn setup(server: &Server, o: &Opts) -> (Vec<Dev>, f64, usize) {
                         return out;
                     }
                     let body = json!({"name": format!("sim-{i:05}"), "groups": ["fleet"]});
-                    let r = c.request("POST", "/v1/devices", &token, None, Some(&body)).unwrap();
+                    let r = retrying(&mut c, "POST", "/v1/devices", &token, Some(&body));
                     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
                     let v: Value = serde_json::from_slice(&r.body).unwrap();
                     let body = json!({"token": v["token"]});
-                    let r = c.request("POST", "/v1/enroll", "none", None, Some(&body)).unwrap();
+                    let r = retrying(&mut c, "POST", "/v1/enroll", "none", Some(&body));
                     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
                     let v: Value = serde_json::from_slice(&r.body).unwrap();
                     let credential = v["credential"].as_str().unwrap().to_owned();
-                    let r = c.request("GET", "/v1/device/desired", &credential, None, None).unwrap();
+                    let r = retrying(&mut c, "GET", "/v1/device/desired", &credential, None);
                     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
                     let doc: Value = serde_json::from_slice(&r.body).unwrap();
                     assert!(doc["document"]["payload_base64"].is_string());
@@ -542,6 +559,7 @@ fn pct(v: &[u32], p: f64) -> f64 {
 
 struct Run {
     name: String,
+    setup_retries: usize,
     enroll_s: f64,
     doc_bytes: usize,
     w: Window,
@@ -567,7 +585,9 @@ fn main() {
         }
         eprintln!("{name}: starting edgefn-cloud, enrolling {} devices", o.devices);
         let server = start_server(db);
+        SETUP_RETRIES.store(0, Ordering::Relaxed);
         let (devs, enroll_s, doc_bytes) = setup(&server, &o);
+        let setup_retries = SETUP_RETRIES.load(Ordering::Relaxed);
         eprintln!("{name}: enrolled in {enroll_s:.1} s; measuring {} s", o.secs);
         let w = run_window(&server, Arc::new(devs), &o);
         eprintln!(
@@ -581,7 +601,7 @@ fn main() {
             w.server_cpu
         );
         drop(server);
-        runs.push(Run { name, enroll_s, doc_bytes, w });
+        runs.push(Run { name, setup_retries, enroll_s, doc_bytes, w });
     }
     if runs.is_empty() {
         return;
@@ -630,6 +650,11 @@ fn main() {
         "",
     );
     row("desired-state document", &|r| format!("{} bytes", r.doc_bytes), "");
+    row(
+        "setup requests retried (500 serialization failure)",
+        &|r| r.setup_retries.to_string(),
+        "",
+    );
     row("reconnects", &|r| r.w.reconnects.to_string(), "");
 
     println!();
