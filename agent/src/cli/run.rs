@@ -57,7 +57,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     match args.http.as_deref() {
         Some("off") => config.http_listen = None,
         #[cfg(not(feature = "http-trigger"))]
-        Some(a) => bail!("--http {a}: this build has no HTTP trigger (cargo feature `http-trigger`)"),
+        Some(a) => {
+            bail!("--http {a}: this build has no HTTP trigger (cargo feature `http-trigger`)")
+        }
         #[cfg(feature = "http-trigger")]
         Some(a) => {
             config.http_listen = Some(a.parse().with_context(|| {
@@ -107,11 +109,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let daemon = Daemon::new(store, &config);
         let http = match config.http_listen {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .with_context(|| format!("cannot listen on {a} for the HTTP trigger (--http ADDR or `off`)"))?,
-            ),
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+                format!("cannot listen on {a} for the HTTP trigger (--http ADDR or `off`)")
+            })?),
             None => None,
         };
         let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -119,7 +119,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if mqtt.is_some() {
             daemon.enable_outbox();
         }
-        let mqtt_url = mqtt.as_ref().map(|m| format!("mqtt{}://{}:{} (MQTT {})", if m.tls { "s" } else { "" }, m.host, m.port, if m.version == 5 { "5" } else { "3.1.1" }));
+        let mqtt_url = mqtt.as_ref().map(|m| {
+            format!(
+                "mqtt{}://{}:{} (MQTT {})",
+                if m.tls { "s" } else { "" },
+                m.host,
+                m.port,
+                if m.version == 5 { "5" } else { "3.1.1" }
+            )
+        });
         let _triggers = Triggers::start(daemon.clone(), TriggerConfig { http, mqtt }).await;
         let status = format!(
             "admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
@@ -141,7 +149,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(daemon.clone().retention_loop());
         // Cloud sync, if this device is enrolled (src/sync, docs/cloud-api.md).
         match edgefn_agent::sync::start(daemon.clone(), &data_dir, config.cloud.clone()) {
-            Ok(Some(s)) => eprintln!("edgefn-agent: cloud sync with {} as device {}", s.cloud, s.device_id),
+            Ok(Some(s)) => eprintln!(
+                "edgefn-agent: cloud sync with {} as device {}",
+                s.cloud, s.device_id
+            ),
             Ok(None) => {}
             Err(e) => eprintln!("edgefn-agent: cloud sync not started: {e}"),
         }

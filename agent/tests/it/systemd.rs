@@ -21,7 +21,8 @@ fn receive_until(
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     while !done(got) && Instant::now() < deadline {
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
@@ -34,7 +35,16 @@ fn run_notifies_ready_watchdog_and_stopping() {
     let socket_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&socket_path).unwrap();
     let mut child = agent()
-        .args(["run", "--api", "127.0.0.1:0", "--http", "off", "--mqtt", "none", "--data-dir"])
+        .args([
+            "run",
+            "--api",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--mqtt",
+            "none",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &socket_path)
         // 1 s watchdog: pings every 500 ms. No WATCHDOG_PID: the watchdog is ours.
@@ -57,7 +67,9 @@ fn run_notifies_ready_watchdog_and_stopping() {
         .find(|m| m.lines().any(|l| l == "READY=1"))
         .unwrap_or_else(|| panic!("no READY=1 within 30 s; got {got:?}"));
     assert!(
-        ready.lines().any(|l| l.starts_with("STATUS=admin API http://127.0.0.1:")),
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=admin API http://127.0.0.1:")),
         "READY=1 comes with a status naming the admin API: {ready:?}"
     );
 
@@ -65,7 +77,10 @@ fn run_notifies_ready_watchdog_and_stopping() {
     let before = got.len();
     let started = Instant::now();
     receive_until(&sock, &mut got, Duration::from_millis(2500), |_| false);
-    let pings = got[before..].iter().filter(|m| m.trim() == "WATCHDOG=1").count();
+    let pings = got[before..]
+        .iter()
+        .filter(|m| m.trim() == "WATCHDOG=1")
+        .count();
     assert!(
         pings >= 3,
         "expected >= 3 WATCHDOG=1 in {:?}, got {pings}: {:?}",
@@ -94,7 +109,16 @@ fn run_without_notify_socket_does_not_notify() {
     // watchdog variable alone (no socket) must not make the agent complain or exit.
     let dir = TempDir::new("systemd-none");
     let mut child = agent()
-        .args(["run", "--api", "127.0.0.1:0", "--http", "off", "--mqtt", "none", "--data-dir"])
+        .args([
+            "run",
+            "--api",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--mqtt",
+            "none",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env_remove("NOTIFY_SOCKET")
         .env("WATCHDOG_USEC", "400000")
@@ -111,7 +135,10 @@ fn run_without_notify_socket_does_not_notify() {
         .find(|l| l.contains(" ready: "));
     assert!(ready.is_some(), "the agent printed its ready line");
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(child.try_wait().unwrap().is_none(), "the agent keeps running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent keeps running"
+    );
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -128,7 +155,10 @@ fn run_without_notify_socket_does_not_notify() {
 fn packaged_config_is_accepted() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/deb/agent.toml");
     let config = AgentConfig::load(&path).expect("packaging/deb/agent.toml loads");
-    assert_eq!(config.data_dir.as_deref(), Some(Path::new("/var/lib/edgefn")));
+    assert_eq!(
+        config.data_dir.as_deref(),
+        Some(Path::new("/var/lib/edgefn"))
+    );
     assert_eq!(config.api_listen, "127.0.0.1:7878".parse().unwrap());
     assert_eq!(
         config.mqtt.url,

@@ -1537,7 +1537,8 @@ fn mqtts_with_a_client_certificate() {
         err.contains("edgefn-agent: MQTT").then_some(err)
     });
     assert!(
-        b.stderr_text().contains("client certificate: keys may not be consistent"),
+        b.stderr_text()
+            .contains("client certificate: keys may not be consistent"),
         "{}",
         b.stderr_text()
     );
