@@ -143,13 +143,6 @@ impl Dispatcher {
         let outcomes = self.daemon.invoke_batch(batch).await;
         for ((route, event, carry, done), result) in sent.into_iter().zip(outcomes) {
             let last = route.retries == 0;
-            let failed = |invoked: Invoked| {
-                format!(
-                    "{}: {}",
-                    invoked.invocation.outcome,
-                    invoked.invocation.error.unwrap_or_default()
-                )
-            };
             match result {
                 Ok(invoked) if invoked.invocation.is_success() => {
                     let _ = done.send(Delivered::Success {
@@ -160,12 +153,12 @@ impl Dispatcher {
                 Ok(invoked) if last || !retriable(&invoked.invocation) => {
                     let _ = done.send(Delivered::Failed {
                         attempts: 1,
-                        error: failed(invoked),
+                        error: failure_text(invoked),
                     });
                 }
                 // A retriable failure: the retries go on by themselves.
                 Ok(invoked) => {
-                    let (d, error) = (self.clone(), failed(invoked));
+                    let (d, error) = (self.clone(), failure_text(invoked));
                     tokio::spawn(async move {
                         tokio::time::sleep(retry_delay(1)).await;
                         let _ = done.send(d.deliver_from(&route, event, carry, 2, error).await);
@@ -228,20 +221,10 @@ impl Dispatcher {
                     // Committed as the final outcome (with its dead letter or on_failure).
                     return Delivered::Failed {
                         attempts: attempt,
-                        error: format!(
-                            "{}: {}",
-                            invoked.invocation.outcome,
-                            invoked.invocation.error.unwrap_or_default()
-                        ),
+                        error: failure_text(invoked),
                     };
                 }
-                Ok(invoked) => {
-                    last_error = format!(
-                        "{}: {}",
-                        invoked.invocation.outcome,
-                        invoked.invocation.error.unwrap_or_default()
-                    )
-                }
+                Ok(invoked) => last_error = failure_text(invoked),
                 // Backpressure: the same attempt again once the function has room.
                 Err(InvokeError::Throttled { .. }) if carry.hold_when_throttled => {
                     throttled_in_a_row += 1;
@@ -310,6 +293,15 @@ impl Dispatcher {
         }
         Delivered::Failed { attempts, error }
     }
+}
+
+/// How a failed attempt is reported: `outcome: error`.
+fn failure_text(invoked: Invoked) -> String {
+    format!(
+        "{}: {}",
+        invoked.invocation.outcome,
+        invoked.invocation.error.unwrap_or_default()
+    )
 }
 
 /// Whether another attempt could end differently: not after a success, and not for an event
