@@ -97,6 +97,9 @@ enum Started {
     },
 }
 
+/// Rounds of [`Daemon::invoke_batch`] before the items still waiting for an instance queue.
+const MAX_ROUNDS: usize = 4;
+
 /// Resolutions of one batch: `latest` and numbered versions resolve the same for every event
 /// of the batch (a weighted alias does not: its version depends on the event id).
 type ResolveCache = HashMap<(String, String), Resolved>;
@@ -118,65 +121,106 @@ impl Daemon {
         let (d, r) = (self.clone(), req.clone());
         // One hop to the blocking pool: resolve, then run right there if an instance is free
         // (a second hop cost ~11 µs of a ~70 µs in-process invocation, benches/daemon.rs).
-        let started = tokio::task::spawn_blocking(move || d.start(&r, &mut ResolveCache::new()))
-            .await
-            .expect("resolution and the guest call never panic")?;
+        let started = tokio::task::spawn_blocking(move || {
+            d.start(&r, &mut ResolveCache::new(), &mut Vec::new())
+        })
+        .await
+        .expect("resolution and the guest call never panic")?;
         self.finish_one(req, started, Box::new(finish)).await
     }
 
-    /// Runs several invocations with one hop to the blocking pool (one resolution per function
-    /// and qualifier, the guest calls back to back) and commits those that ran in one group
-    /// commit; the rest (every instance busy) queue like [`Daemon::invoke_then`]. This is the
-    /// MQTT link's path under load: per-message hand-offs between threads were the largest
-    /// cost after SQLite. Results are in the order of `items`.
-    pub async fn invoke_batch(
+    /// Runs several invocations with one hop to the blocking pool per round (one resolution
+    /// per function and qualifier, the guest calls back to back) and commits each round's in one
+    /// group commit. This is the MQTT link's path under load: per-message hand-offs between
+    /// threads were the largest cost after SQLite. Results are in the order of `items`.
+    ///
+    /// An item whose instances are all busy waits for the next round, and so does every later
+    /// item of the same pool (a function's events keep their order): usually the busy instance
+    /// is this batch's own, holding its kv writes until their commit. After [`MAX_ROUNDS`], or a
+    /// round in which nothing could run (another caller holds the instances), the rest queue one
+    /// by one like [`Daemon::invoke_then`]. `ran` is dropped as soon as every guest has run and
+    /// none holds its instance (no kv writes waiting), before the commit: the caller's next batch
+    /// may run its guests while this one commits, and cannot overtake it.
+    pub async fn invoke_batch<T: Send + 'static>(
         &self,
         items: Vec<(InvokeRequest, Finish)>,
+        ran: Option<T>,
     ) -> Vec<Result<Invoked, InvokeError>> {
-        let (d, reqs) = (
-            self.clone(),
-            items.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
-        );
-        let started: Vec<Result<Started, InvokeError>> = tokio::task::spawn_blocking(move || {
-            let mut cache = ResolveCache::new();
-            reqs.iter().map(|r| d.start(r, &mut cache)).collect()
-        })
-        .await
-        .expect("resolution and the guest call never panic");
         let mut results: Vec<Option<Result<Invoked, InvokeError>>> =
             (0..items.len()).map(|_| None).collect();
-        let mut outcomes = Vec::new();
-        let mut ran = Vec::new();
-        let mut slots = Vec::new();
-        let mut later = Vec::new();
-        for (i, ((req, finish), started)) in items.into_iter().zip(started).enumerate() {
-            match started {
-                Err(e) => results[i] = Some(Err(e)),
-                Ok(Started::Ran {
-                    version,
-                    pool,
-                    inv,
-                    init_logs,
-                    slot,
-                }) => {
-                    self.update_warm_gauge(&req.function, version, &pool);
-                    outcomes.push(self.outcome_of(&req, version, &inv, &init_logs, finish));
-                    slots.push(slot);
-                    ran.push((i, req, version, inv));
+        let mut pending: Vec<(usize, InvokeRequest, Finish)> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (req, finish))| (i, req, finish))
+            .collect();
+        let mut ran = ran;
+        for round in 1.. {
+            let (d, reqs) = (
+                self.clone(),
+                pending
+                    .iter()
+                    .map(|(_, r, _)| r.clone())
+                    .collect::<Vec<_>>(),
+            );
+            let started: Vec<Result<Started, InvokeError>> =
+                tokio::task::spawn_blocking(move || {
+                    let mut cache = ResolveCache::new();
+                    let mut deferred: Vec<Arc<Pool>> = Vec::new();
+                    reqs.iter()
+                        .map(|r| d.start(r, &mut cache, &mut deferred))
+                        .collect()
+                })
+                .await
+                .expect("resolution and the guest call never panic");
+            let mut outcomes = Vec::new();
+            let mut done = Vec::new();
+            let mut slots = Vec::new();
+            let mut busy = Vec::new();
+            for ((i, req, finish), started) in pending.into_iter().zip(started) {
+                match started {
+                    Err(e) => results[i] = Some(Err(e)),
+                    Ok(Started::Ran {
+                        version,
+                        pool,
+                        inv,
+                        init_logs,
+                        slot,
+                    }) => {
+                        self.update_warm_gauge(&req.function, version, &pool);
+                        outcomes.push(self.outcome_of(&req, version, &inv, &init_logs, finish));
+                        slots.push(slot);
+                        done.push((i, req, version, inv));
+                    }
+                    Ok(b) => busy.push((i, req, b, finish)),
                 }
-                Ok(busy) => later.push((i, req, busy, finish)),
             }
-        }
-        let committed = self.committer().commit_all(outcomes).await;
-        drop(slots);
-        for (i, req, version, inv) in ran {
-            results[i] = Some(match &committed {
-                Ok(()) => Ok(self.committed(req, version, inv)),
-                Err(e) => Err(InvokeError::Commit(e.clone())),
-            });
-        }
-        for (i, req, busy, finish) in later {
-            results[i] = Some(self.finish_one(req, busy, finish).await);
+            let progressed = !done.is_empty();
+            if busy.is_empty() && slots.iter().all(Option::is_none) {
+                // Nothing of this batch is left to run or holds an instance: the next batch's
+                // guests cannot overtake any of this one's.
+                drop(ran.take());
+            }
+            let committed = self.committer().commit_all(outcomes).await;
+            drop(slots);
+            for (i, req, version, inv) in done {
+                results[i] = Some(match &committed {
+                    Ok(()) => Ok(self.committed(req, version, inv)),
+                    Err(e) => Err(InvokeError::Commit(e.clone())),
+                });
+            }
+            if busy.is_empty() {
+                break;
+            }
+            if !progressed || round >= MAX_ROUNDS {
+                for (i, req, b, finish) in busy {
+                    results[i] = Some(self.finish_one(req, b, finish).await);
+                }
+                break;
+            }
+            pending = busy
+                .into_iter()
+                .map(|(i, req, _, finish)| (i, req, finish))
+                .collect();
         }
         results
             .into_iter()
@@ -184,8 +228,14 @@ impl Daemon {
             .collect()
     }
 
-    /// Resolves `req` and runs it on this (blocking) thread if an instance is free.
-    fn start(&self, req: &InvokeRequest, cache: &mut ResolveCache) -> Result<Started, InvokeError> {
+    /// Resolves `req` and runs it on this (blocking) thread if an instance is free and no
+    /// earlier item of its pool is `deferred` (busy pools are added to it).
+    fn start(
+        &self,
+        req: &InvokeRequest,
+        cache: &mut ResolveCache,
+        deferred: &mut Vec<Arc<Pool>>,
+    ) -> Result<Started, InvokeError> {
         let key = (req.function.clone(), req.qualifier.to_string());
         let r = match cache.get(&key) {
             Some(r) => r.clone(),
@@ -203,6 +253,12 @@ impl Daemon {
             return Err(InvokeError::Disabled(req.function.clone()));
         }
         let pool = self.pool_for(&r)?;
+        if deferred.iter().any(|p| Arc::ptr_eq(p, &pool)) {
+            return Ok(Started::Busy {
+                version: r.version,
+                pool,
+            });
+        }
         Ok(
             match pool.try_run_blocking(req.invocation_id.clone(), &req.event) {
                 Some((inv, init_logs, slot)) => Started::Ran {
@@ -212,10 +268,13 @@ impl Daemon {
                     init_logs,
                     slot,
                 },
-                None => Started::Busy {
-                    version: r.version,
-                    pool,
-                },
+                None => {
+                    deferred.push(pool.clone());
+                    Started::Busy {
+                        version: r.version,
+                        pool,
+                    }
+                }
             },
         )
     }

@@ -118,8 +118,13 @@ impl Dispatcher {
     /// ([`Daemon::invoke_batch`]: one hop to the blocking pool, one group commit). Returns once
     /// those are committed; each event's [`Delivered`] goes to its `done`. An event whose first
     /// attempt does not end its delivery (a retriable failure, throttled) goes on like
-    /// [`Dispatcher::deliver`] in a task of its own.
-    pub async fn deliver_batch(&self, items: Vec<(Route, OwnedEvent, Carry, Done)>) {
+    /// [`Dispatcher::deliver`] in a task of its own. `ran` is dropped once the guests have run
+    /// (see [`Daemon::invoke_batch`]).
+    pub async fn deliver_batch<T: Send + 'static>(
+        &self,
+        items: Vec<(Route, OwnedEvent, Carry, Done)>,
+        ran: Option<T>,
+    ) {
         let mut batch = Vec::new();
         let mut sent = Vec::new();
         for (route, mut event, carry, done) in items {
@@ -140,7 +145,7 @@ impl Dispatcher {
                 }
             }
         }
-        let outcomes = self.daemon.invoke_batch(batch).await;
+        let outcomes = self.daemon.invoke_batch(batch, ran).await;
         for ((route, event, carry, done), result) in sent.into_iter().zip(outcomes) {
             let last = route.retries == 0;
             match result {

@@ -3,6 +3,7 @@
 mod daemon_support;
 mod support;
 
+mod batch;
 mod daemon;
 mod exec;
 mod mappings;

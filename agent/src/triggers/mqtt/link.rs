@@ -101,8 +101,8 @@ impl Drop for Claimed {
 }
 
 /// Gathers the live deliveries of the messages in progress into batches for
-/// [`Dispatcher::deliver_batch`]: while one batch runs, the next fills up (at most two run at
-/// once, so one can commit while the next runs its guest calls). Under load this is one hop to
+/// [`Dispatcher::deliver_batch`]: while one batch runs its guests, the next fills up; it runs
+/// its guests while the previous one commits. Under load this is one hop to
 /// the blocking pool and one group commit per batch instead of per message; a lone message
 /// goes through at once.
 #[derive(Clone)]
@@ -112,9 +112,12 @@ struct Batcher(mpsc::UnboundedSender<(Route, OwnedEvent, Carry, Done)>);
 const BATCH_MAX: usize = 64;
 
 impl Batcher {
+    /// One batch runs its guests at a time (two at once contended for the same instances and
+    /// fell back to queueing one by one); the next starts as soon as the current one's guests
+    /// are done, while it commits ([`Daemon::invoke_batch`](crate::daemon::Daemon::invoke_batch)).
     fn start(dispatcher: Dispatcher) -> (Batcher, AbortOnDrop) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let running = Arc::new(Semaphore::new(2));
+        let running = Arc::new(Semaphore::new(1));
         let task = tokio::spawn(async move {
             let mut items = Vec::with_capacity(BATCH_MAX);
             loop {
@@ -125,10 +128,7 @@ impl Batcher {
                     return;
                 }
                 let (d, batch) = (dispatcher.clone(), std::mem::take(&mut items));
-                tokio::spawn(async move {
-                    d.deliver_batch(batch).await;
-                    drop(turn);
-                });
+                tokio::spawn(async move { d.deliver_batch(batch, Some(turn)).await });
             }
         });
         (Batcher(tx), AbortOnDrop(task))
