@@ -3,6 +3,7 @@
 mod daemon_support;
 mod support;
 
+mod builder;
 mod daemon;
 mod exec;
 mod mappings;
