@@ -6,6 +6,8 @@
 extern crate alloc;
 
 pub mod abi;
+#[cfg(feature = "check")]
+pub mod check;
 mod handler;
 mod host;
 pub mod log;

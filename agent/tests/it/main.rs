@@ -4,6 +4,7 @@ mod daemon_support;
 mod support;
 
 mod batch;
+mod builder;
 mod daemon;
 mod exec;
 mod mappings;

@@ -4,6 +4,7 @@
 use crate::support::wat;
 use edgefn_agent::runtime::{FunctionEnv, Instance, Limits, LoadError, MemoryKv, Outcome, Runtime};
 use edgefn_sdk::abi::status;
+use edgefn_sdk::check::ShapeError;
 use edgefn_sdk::Event;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,14 +115,14 @@ fn missing_and_wrong_exports_are_named() {
         (func (export "edgefn_alloc") (param i32) (result i32) (i32.const 0)))"#);
     assert_eq!(
         rt.load(&no_handle).unwrap_err(),
-        LoadError::MissingExport("edgefn_handle")
+        LoadError::Shape(ShapeError::MissingExport("edgefn_handle"))
     );
     let no_memory = wat(r#"(module (memory 1)
         (func (export "edgefn_alloc") (param i32) (result i32) (i32.const 0))
         (func (export "edgefn_handle") (param i32 i32) (result i32) (i32.const 0)))"#);
     assert_eq!(
         rt.load(&no_memory).unwrap_err(),
-        LoadError::MissingExport("memory")
+        LoadError::Shape(ShapeError::MissingExport("memory"))
     );
     let bad_sig = wat(r#"(module (memory (export "memory") 1)
         (func (export "edgefn_alloc") (param i32) (result i32) (i32.const 0))

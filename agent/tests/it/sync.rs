@@ -69,7 +69,7 @@ fn poll<T>(what: &str, context: impl Fn() -> String, mut f: impl FnMut() -> Opti
 
 // ---------------------------------------------------------------- the real cloud
 
-fn cloud_bin(name: &str) -> PathBuf {
+pub(crate) fn cloud_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let dir = Path::new(env!("CARGO_BIN_EXE_edgefn-agent"))
         .parent()

@@ -14,6 +14,8 @@ pub enum FunctionCmd {
     /// Create a function with its `latest` module and spec.
     Create {
         name: String,
+        /// A .wasm file, or a project directory (`edgefn new`) to build first; a project's
+        /// `function.toml` is its spec unless --spec says otherwise.
         #[arg(long)]
         module: std::path::PathBuf,
         #[arg(long)]
@@ -22,6 +24,7 @@ pub enum FunctionCmd {
     /// Change `latest` (module and/or spec).
     Update {
         name: String,
+        /// A .wasm file or a project directory, as for `create`.
         #[arg(long)]
         module: Option<std::path::PathBuf>,
         #[arg(long)]
@@ -75,6 +78,28 @@ pub enum AliasCmd {
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// `--module`'s bytes: a .wasm file as it is, or a project directory built and checked first
+/// (its `function.toml`, if any, is returned as the spec to use).
+fn module_and_spec(
+    name: &str,
+    module: &std::path::Path,
+) -> Result<(Vec<u8>, Option<std::path::PathBuf>), CliError> {
+    if !module.is_dir() {
+        return Ok((read(module)?, None));
+    }
+    let built = super::build::build(module)?;
+    let spec = Some(module.join("function.toml")).filter(|p| p.is_file());
+    eprintln!(
+        "uploading {name}: {} ({} bytes, sha256 {}){}",
+        built.path.display(),
+        built.wasm.len(),
+        built.sha256(),
+        spec.as_ref()
+            .map_or(String::new(), |p| format!(" with spec {}", p.display()))
+    );
+    Ok((built.wasm, spec))
 }
 
 fn read_text(path: &std::path::Path) -> Result<String, CliError> {
@@ -139,13 +164,14 @@ pub fn run_function(c: &Client, json_out: bool, cmd: FunctionCmd) -> Result<(), 
     };
     match cmd {
         FunctionCmd::Create { name, module, spec } => {
+            let (wasm, project_spec) = module_and_spec(&name, &module)?;
             let spec = spec
+                .or(project_spec)
                 .as_deref()
                 .map(read_text)
                 .transpose()?
                 .unwrap_or_default();
-            let body =
-                json!({"name": name, "module_base64": B64.encode(read(&module)?), "spec": spec});
+            let body = json!({"name": name, "module_base64": B64.encode(wasm), "spec": spec});
             show(c.call(Method::Post, "/v1/functions", Some(&body))?);
         }
         FunctionCmd::Update { name, module, spec } => {
@@ -155,8 +181,11 @@ pub fn run_function(c: &Client, json_out: bool, cmd: FunctionCmd) -> Result<(), 
                 ));
             }
             let mut body = json!({});
+            let mut spec = spec;
             if let Some(m) = module {
-                body["module_base64"] = json!(B64.encode(read(&m)?));
+                let (wasm, project_spec) = module_and_spec(&name, &m)?;
+                body["module_base64"] = json!(B64.encode(wasm));
+                spec = spec.or(project_spec);
             }
             if let Some(s) = spec {
                 body["spec"] = json!(read_text(&s)?);

@@ -3,12 +3,14 @@
 //! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
 //! (its message is printed) or a waited-for rollout did not succeed, 2 usage or connection.
 
+pub mod build;
 pub mod client;
 pub mod deploy;
 pub mod device;
 pub mod function;
 pub mod key;
 pub mod mapping;
+pub mod new;
 pub mod output;
 
 use std::path::PathBuf;
@@ -93,10 +95,54 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Create a function project from a template (Rust or C, with its own copy of the SDK).
+    New {
+        /// The function's name (also the project's directory unless --dir).
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+        /// Where to create the project (default: ./NAME; must not exist or be empty).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build a function project to wasm32 and check it against ABI v1 (or check a .wasm).
+    Build {
+        /// A project directory (Cargo.toml or *.c) or a .wasm file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
 }
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // The local verbs need no cloud.
+    match &cli.command {
+        Command::New { name, lang, dir } => {
+            let (dir, files) = new::create(name, *lang, dir.as_deref())?;
+            if cli.json {
+                output::json(
+                    &serde_json::json!({"dir": dir.display().to_string(), "files": files}),
+                );
+            } else {
+                output::out(&format!(
+                    "created {} ({} files); next: cd {0} && edgefn build\n",
+                    dir.display(),
+                    files.len()
+                ));
+            }
+            return Ok(());
+        }
+        Command::Build { path } => {
+            let built = build::build(path)?;
+            if cli.json {
+                output::json(&built.to_json());
+            } else {
+                output::out(&build::describe(&built));
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let c = client::Client::new(&cli.cloud, cli.token.as_deref(), cli.ca.as_deref())?;
     let json = cli.json;
     match cli.command {
@@ -107,5 +153,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),
         Command::Key(cmd) => key::run(&c, json, cmd),
+        Command::New { .. } | Command::Build { .. } => unreachable!("handled above"),
     }
 }

@@ -385,3 +385,100 @@ fn offline_rotation(backend: crate::support::Backend) {
     );
 }
 crate::both!(rotate_key_offline, offline_rotation);
+
+/// `edgefn new --lang c` + `function create|update --module DIR`: the project is built and
+/// checked, its module uploaded and its `function.toml` sent as the spec.
+#[test]
+fn function_create_and_update_take_a_project() {
+    let s = Server::start(Backend::Sqlite);
+    let dir = s.path().join("thermo");
+    let o = edgefn(
+        &s,
+        &[
+            "new",
+            "thermo",
+            "--lang",
+            "c",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let built = edgefn(&s, &["build", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let sha = built.json()["sha256"].as_str().unwrap().to_string();
+
+    let o = edgefn(
+        &s,
+        &[
+            "function",
+            "create",
+            "thermo",
+            "--module",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("uploading thermo"), "{}", o.stderr);
+    let got = edgefn(&s, &["function", "get", "thermo", "--json"]).json();
+    assert_eq!(got["latest"]["sha256"], sha.as_str(), "{got}");
+    let spec = got["latest"]["spec"].as_str().unwrap();
+    assert!(spec.contains("timeout_ms = 500"), "{spec}");
+
+    // A changed spec rides with the next update; --spec still wins over the project's.
+    let toml = dir.join("function.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("timeout_ms = 500", "timeout_ms = 250")).unwrap();
+    let o = edgefn(
+        &s,
+        &[
+            "function",
+            "update",
+            "thermo",
+            "--module",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let got = edgefn(&s, &["function", "get", "thermo", "--json"]).json();
+    assert!(
+        got["latest"]["spec"]
+            .as_str()
+            .unwrap()
+            .contains("timeout_ms = 250"),
+        "{got}"
+    );
+    let other = s.path().join("other.toml");
+    std::fs::write(&other, "max_queue = 7\n").unwrap();
+    let o = edgefn(
+        &s,
+        &[
+            "function",
+            "update",
+            "thermo",
+            "--module",
+            dir.to_str().unwrap(),
+            "--spec",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let got = edgefn(&s, &["function", "get", "thermo", "--json"]).json();
+    assert_eq!(got["latest"]["spec"], "max_queue = 7\n", "{got}");
+
+    // A project that fails its build uploads nothing.
+    std::fs::write(dir.join("thermo.c"), "this is not C").unwrap();
+    let o = edgefn(
+        &s,
+        &[
+            "function",
+            "update",
+            "thermo",
+            "--module",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let got = edgefn(&s, &["function", "get", "thermo", "--json"]).json();
+    assert_eq!(got["latest"]["spec"], "max_queue = 7\n", "{got}");
+}
