@@ -494,14 +494,19 @@ impl Link {
                     dedup_mark: mark,
                     ..Default::default()
                 };
-                let st = store.clone();
-                match tokio::task::spawn_blocking(move || st.commit_extra(&extra)).await {
-                    Ok(Ok(_)) => {}
-                    other => {
-                        // Not committed: leave the message unacknowledged for redelivery.
-                        eprintln!("edgefn-agent: cannot queue an MQTT message for a paused mapping: {other:?}");
-                        return;
+                // Until it is committed: giving up would leave the message unacknowledged, and
+                // acks go out in arrival order, so every later ack would wait for a reconnect.
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    let (st, ex) = (store.clone(), extra.clone());
+                    match tokio::task::spawn_blocking(move || st.commit_extra(&ex)).await {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => eprintln!("edgefn-agent: cannot queue an MQTT message for a paused mapping: {e}; retrying in {delay:?}"),
+                        // The runtime is shutting down: the broker redelivers after a restart.
+                        Err(_) => return,
                     }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
             drop(turn);
