@@ -11,3 +11,4 @@ mod runtime_examples;
 mod sync;
 mod systemd;
 mod triggers;
+mod upload;
