@@ -247,12 +247,19 @@ fn drain(client: &CloudClient, device: &str) -> (u64, f64, u64, u64, u64) {
                         InvocationLog {
                             time_ms: start,
                             level: Level::Info,
-                            text: format!("sensor 7 reading {}.{} C, within limits", 20 + n % 5, n % 10),
+                            text: format!(
+                                "sensor 7 reading {}.{} C, within limits",
+                                20 + n % 5,
+                                n % 10
+                            ),
                         },
                         InvocationLog {
                             time_ms: start + 1,
                             level: Level::Debug,
-                            text: format!("published summary to bench/out/7 (qos 1, {} bytes)", 40 + n % 20),
+                            text: format!(
+                                "published summary to bench/out/7 (qos 1, {} bytes)",
+                                40 + n % 20
+                            ),
                         },
                     ],
                     kv_writes: Vec::new(),
@@ -285,7 +292,9 @@ fn main() {
     let cloud = start_cloud(None);
     eprintln!("cloud at {}", cloud.url);
 
-    println!("### Record writes with a chatty function running (2 clients, {WRITE_SECONDS} s rounds)\n");
+    println!(
+        "### Record writes with a chatty function running (2 clients, {WRITE_SECONDS} s rounds)\n"
+    );
     println!("| upload actor | invocations/s | records/s (1 invocation + 2 lines) | uploaded meanwhile |");
     println!("|---|---|---|---|");
     for (i, upload) in [false, true, false, true].into_iter().enumerate() {
@@ -300,7 +309,10 @@ fn main() {
     let mut clouds = vec![("SQLite", cloud)];
     if let Ok(pg) = std::env::var("EDGEFN_BENCH_PG") {
         let schema = format!("bench_{}", std::process::id());
-        clouds.push(("PostgreSQL", start_cloud(Some(&format!("{pg}?schema={schema}")))));
+        clouds.push((
+            "PostgreSQL",
+            start_cloud(Some(&format!("{pg}?schema={schema}"))),
+        ));
     }
     println!(
         "\n### Backlog drain ({BACKLOG_INVOCATIONS} invocations x (1 record + {LOGS_PER_INVOCATION} lines), batches of {BATCH_RECORDS})\n"

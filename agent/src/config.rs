@@ -240,9 +240,7 @@ struct RawUpload {
 /// A size such as `64MiB`, `512KiB`, `1GiB`, `100000` (bytes); `KB`/`MB`/`GB` are powers of 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits
         .parse()
@@ -441,8 +439,8 @@ impl AgentConfig {
             )));
         }
         let disk_budget_text = u.disk_budget.as_deref().unwrap_or("64MiB");
-        let disk_budget = parse_size(disk_budget_text)
-            .map_err(|e| err(format!("upload.disk_budget: {e}")))?;
+        let disk_budget =
+            parse_size(disk_budget_text).map_err(|e| err(format!("upload.disk_budget: {e}")))?;
         if disk_budget < 64 << 10 {
             return Err(err(format!(
                 "upload.disk_budget: `{disk_budget_text}` is below the smallest budget, 64KiB"
@@ -518,9 +516,13 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("500KB"), Ok(500_000));
         assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -540,7 +542,10 @@ mod tests {
         let e = AgentConfig::parse("[upload]\ndisk_budget = \"lots\"", Path::new("a.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("upload.disk_budget") && e.contains("lots"), "{e}");
+        assert!(
+            e.contains("upload.disk_budget") && e.contains("lots"),
+            "{e}"
+        );
         let e = AgentConfig::parse("[upload]\nbatch_records = 0", Path::new("a.toml"))
             .unwrap_err()
             .to_string();

@@ -262,7 +262,11 @@ impl Store {
                 let rows = counter(tx, rows_counter)?.max(1) as u64;
                 let bytes_of_table = counter(
                     tx,
-                    if table.table == "logs" { "bytes.logs" } else { "bytes.invocations" },
+                    if table.table == "logs" {
+                        "bytes.logs"
+                    } else {
+                        "bytes.invocations"
+                    },
                 )?
                 .max(1) as u64;
                 let per_row = (bytes_of_table / rows).max(1);

@@ -89,7 +89,11 @@ impl Store {
     /// invocations, at most `max_records` and about [`MAX_BATCH_RAW_BYTES`]), unsent stats
     /// buckets (at most `max_stats`), and the drop counts. Writes nothing. `None` when there is
     /// nothing new to tell the cloud.
-    pub fn upload_batch(&self, max_records: usize, max_stats: usize) -> Result<Option<UploadBatch>> {
+    pub fn upload_batch(
+        &self,
+        max_records: usize,
+        max_stats: usize,
+    ) -> Result<Option<UploadBatch>> {
         if max_records == 0 {
             return Err(StoreError::InvalidQuery("upload batch of 0 records".into()));
         }
@@ -213,7 +217,8 @@ impl Store {
                 logs: counter(tx, "upload.dropped_acked.logs")?.max(0) as u64,
                 invocations: counter(tx, "upload.dropped_acked.invocations")?.max(0) as u64,
             };
-            let news = batch.records() > 0 || !batch.stats.is_empty() || batch.dropped != acked_drops;
+            let news =
+                batch.records() > 0 || !batch.stats.is_empty() || batch.dropped != acked_drops;
             Ok(news.then_some(batch))
         })
     }
@@ -239,19 +244,14 @@ impl Store {
             };
             let logs_to = ack.logs_to.max(logs_acked);
             let invocations_to = ack.invocations_to.max(invocations_acked);
-            let lost_logs =
-                (ack.logs as i64 - present("logs", logs_acked, logs_to)?).max(0);
+            let lost_logs = (ack.logs as i64 - present("logs", logs_acked, logs_to)?).max(0);
             let lost_invocations = (ack.invocations as i64
                 - present("invocations", invocations_acked, invocations_to)?)
             .max(0);
-            tx.prepare_cached(
-                "UPDATE counters SET value = max(0, value - ?2) WHERE name = ?1",
-            )?
-            .execute(params!["upload.dropped.logs", lost_logs])?;
-            tx.prepare_cached(
-                "UPDATE counters SET value = max(0, value - ?2) WHERE name = ?1",
-            )?
-            .execute(params!["upload.dropped.invocations", lost_invocations])?;
+            tx.prepare_cached("UPDATE counters SET value = max(0, value - ?2) WHERE name = ?1")?
+                .execute(params!["upload.dropped.logs", lost_logs])?;
+            tx.prepare_cached("UPDATE counters SET value = max(0, value - ?2) WHERE name = ?1")?
+                .execute(params!["upload.dropped.invocations", lost_invocations])?;
             set_counter(tx, "upload.logs_acked", logs_to)?;
             set_counter(tx, "upload.invocations_acked", invocations_to)?;
             let next = counter(tx, "upload.next_batch")?.max(batch.batch_seq as i64 + 1);
@@ -425,7 +425,11 @@ mod tests {
         store.upload_acked(&rebuilt, &ack(&sent, true)).unwrap();
         let next = store.upload_batch(100, 100).unwrap().unwrap();
         assert_eq!(next.batch_seq, 2);
-        assert_eq!(next.records(), 16 - 4, "exactly what the cloud does not have");
+        assert_eq!(
+            next.records(),
+            16 - 4,
+            "exactly what the cloud does not have"
+        );
         assert_eq!(next.stats.len(), 1, "stats go again after a duplicate");
     }
 
@@ -445,12 +449,24 @@ mod tests {
         };
         store.prune(&unbounded).unwrap();
         let s = store.upload_status().unwrap();
-        assert_eq!(s.dropped, Dropped { logs: 4, invocations: 4 });
+        assert_eq!(
+            s.dropped,
+            Dropped {
+                logs: 4,
+                invocations: 4
+            }
+        );
         assert_eq!((s.pending_logs, s.pending_invocations), (6, 6));
 
         // In flight: two more of each are deleted before the ack comes back.
         let batch = store.upload_batch(100, 100).unwrap().unwrap();
-        assert_eq!(batch.dropped, Dropped { logs: 4, invocations: 4 });
+        assert_eq!(
+            batch.dropped,
+            Dropped {
+                logs: 4,
+                invocations: 4
+            }
+        );
         store
             .prune(&Retention {
                 max_log_rows: Some(4),
@@ -461,7 +477,14 @@ mod tests {
         assert_eq!(store.upload_status().unwrap().dropped.logs, 6);
         store.upload_acked(&batch, &ack(&batch, false)).unwrap();
         let s = store.upload_status().unwrap();
-        assert_eq!(s.dropped, Dropped { logs: 4, invocations: 4 }, "stored, not dropped");
+        assert_eq!(
+            s.dropped,
+            Dropped {
+                logs: 4,
+                invocations: 4
+            },
+            "stored, not dropped"
+        );
         assert_eq!((s.pending_logs, s.pending_invocations), (0, 0));
     }
 

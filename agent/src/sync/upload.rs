@@ -163,7 +163,10 @@ impl UploadActor {
                         }
                     }
                     if let Err(e) = self.daemon.store().upload_acked(&batch, &ack) {
-                        eprintln!("edgefn-agent: upload: recording batch {}: {e}", ack.batch_seq);
+                        eprintln!(
+                            "edgefn-agent: upload: recording batch {}: {e}",
+                            ack.batch_seq
+                        );
                         std::thread::sleep(backoff.failed());
                         continue;
                     }
@@ -223,7 +226,11 @@ mod tests {
         }
         for (i, d) in steps.iter().enumerate() {
             let step = Duration::from_secs(1 << i.min(20)).min(max);
-            assert!(*d >= step / 2 && *d <= step, "attempt {i}: {d:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                *d >= step / 2 && *d <= step,
+                "attempt {i}: {d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
         }
         assert_eq!(b.failures(), 10);
         b.succeeded();

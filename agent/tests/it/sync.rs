@@ -52,7 +52,11 @@ fn guest(tag: &str, init: i32) -> Vec<u8> {
 }
 
 /// Polls `f` until `Some`, failing after `WAIT` with `what` and `context()`.
-pub(crate) fn poll<T>(what: &str, context: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(
+    what: &str,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = f() {
@@ -435,7 +439,12 @@ fn enrolled_agent(tag: &str, cloud_url: &str, token: &str) -> Agent {
     enrolled_agent_with(tag, cloud_url, token, CONFIG)
 }
 
-pub(crate) fn enrolled_agent_with(tag: &str, cloud_url: &str, token: &str, config_text: &str) -> Agent {
+pub(crate) fn enrolled_agent_with(
+    tag: &str,
+    cloud_url: &str,
+    token: &str,
+    config_text: &str,
+) -> Agent {
     let scratch = TempDir::new(&format!("cfg-{tag}"));
     let config = scratch.path().join("agent.toml");
     std::fs::write(&config, config_text).unwrap();

@@ -63,24 +63,42 @@ fn agent_logs(agent: &Agent) -> BTreeSet<(i64, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["seq"].as_i64().unwrap(), r["text"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["seq"].as_i64().unwrap(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 /// The cloud's log records of `device`, as `(seq, text)` in the order returned.
 fn cloud_logs(cloud: &Cloud, device: &str) -> Vec<(i64, String)> {
-    let v = cloud.ok("GET", &format!("/v1/logs?device={device}&limit=10000"), None);
+    let v = cloud.ok(
+        "GET",
+        &format!("/v1/logs?device={device}&limit=10000"),
+        None,
+    );
     v["records"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["seq"].as_i64().unwrap(), r["text"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["seq"].as_i64().unwrap(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn cloud_invocations(cloud: &Cloud, device: &str) -> Vec<Value> {
     cloud
-        .ok("GET", &format!("/v1/invocations?device={device}&limit=10000"), None)
+        .ok(
+            "GET",
+            &format!("/v1/invocations?device={device}&limit=10000"),
+            None,
+        )
         .as_array()
         .unwrap()
         .clone()
@@ -92,14 +110,28 @@ fn cloud_metrics(cloud: &Cloud) -> String {
 }
 
 /// An enrolled agent started with `env` from its first start on.
-fn enrolled_agent_env(tag: &str, cloud: &Cloud, token: &str, config: &str, env: &[(&str, &str)]) -> Agent {
+fn enrolled_agent_env(
+    tag: &str,
+    cloud: &Cloud,
+    token: &str,
+    config: &str,
+    env: &[(&str, &str)],
+) -> Agent {
     let scratch = TempDir::new(&format!("cfg-{tag}"));
     let path = scratch.path().join("agent.toml");
     std::fs::write(&path, config).unwrap();
     let path = path.to_str().unwrap().to_string();
     let agent = Agent::start_prepared_env(tag, &["--config", &path], env, |data| {
         let o = cli_bare(
-            &["enroll", "--cloud", &cloud.url, "--token", token, "--data-dir", data.to_str().unwrap()],
+            &[
+                "enroll",
+                "--cloud",
+                &cloud.url,
+                "--token",
+                token,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
             &[],
         );
         assert_eq!(o.code, Some(0), "enroll: {}", o.stderr);
@@ -110,15 +142,27 @@ fn enrolled_agent_env(tag: &str, cloud: &Cloud, token: &str, config: &str, env: 
 
 /// Waits until the cloud holds exactly the agent's log records (as a set, each once) and
 /// `invocations` invocation records of `device`; returns the cloud's log records.
-fn wait_for_everything(cloud: &Cloud, agent: &Agent, device: &str, invocations: usize) -> Vec<(i64, String)> {
+fn wait_for_everything(
+    cloud: &Cloud,
+    agent: &Agent,
+    device: &str,
+    invocations: usize,
+) -> Vec<(i64, String)> {
     poll(
         "the cloud to hold every record of the agent",
-        || format!("agent:\n{}\ncloud:\n{}", agent.stderr_text(), cloud.stderr_text()),
+        || {
+            format!(
+                "agent:\n{}\ncloud:\n{}",
+                agent.stderr_text(),
+                cloud.stderr_text()
+            )
+        },
         || {
             let local = agent_logs(agent);
             let remote = cloud_logs(cloud, device);
             let set: BTreeSet<(i64, String)> = remote.iter().cloned().collect();
-            (set == local && cloud_invocations(cloud, device).len() == invocations).then_some(remote)
+            (set == local && cloud_invocations(cloud, device).len() == invocations)
+                .then_some(remote)
         },
     )
 }
@@ -137,7 +181,10 @@ fn kill9_of_the_agent_between_send_and_ack_stores_every_record_once() {
     create(&agent, "work", &logger("work done", 2, 0));
     invoke_n(&agent, "work", 30);
     agent.poll("the upload hook", Duration::from_secs(60), || {
-        agent.stderr_text().contains("upload: test hook: paused at acked").then_some(())
+        agent
+            .stderr_text()
+            .contains("upload: test hook: paused at acked")
+            .then_some(())
     });
     // The cloud stored batch 1; the agent never recorded that.
     let stored = cloud_logs(&cloud, "up-a");
@@ -167,7 +214,12 @@ fn kill9_of_the_cloud_inside_the_ingest_transaction_stores_every_record_once() {
     poll(
         "the ingest hook",
         || cloud.stderr_text(),
-        || cloud.stderr_text().contains("ingest: test hook: paused before commit").then_some(()),
+        || {
+            cloud
+                .stderr_text()
+                .contains("ingest: test hook: paused before commit")
+                .then_some(())
+        },
     );
     cloud.kill9();
     cloud.restart(&[]);
@@ -187,9 +239,7 @@ fn kill9_of_the_cloud_inside_the_ingest_transaction_stores_every_record_once() {
 fn cloud_down_keeps_disk_within_budget_counts_drops_and_drains_after() {
     let mut cloud = Cloud::start();
     let token = cloud.device("up-c", "lab");
-    let config = format!(
-        "{CONFIG}disk_budget = \"64KiB\"\n[retention]\ninterval = \"200ms\"\n"
-    );
+    let config = format!("{CONFIG}disk_budget = \"64KiB\"\n[retention]\ninterval = \"200ms\"\n");
     let agent = enrolled_agent_with("up-c", &cloud.url, &token, &config);
     let text = format!("reading {}", "x".repeat(120));
     create(&agent, "chatty", &logger(&text, 2, 0));
@@ -197,46 +247,79 @@ fn cloud_down_keeps_disk_within_budget_counts_drops_and_drains_after() {
     invoke_n(&agent, "chatty", 1200);
     // ~300 bytes per invocation (record + line): 1200 of them are ~5x the budget.
     let store = Store::open(agent.data_dir().join("agent.db")).unwrap();
-    let status = agent.poll("retention to enforce the budget", Duration::from_secs(60), || {
-        let s = store.upload_status().unwrap();
-        (s.record_bytes <= 64 << 10 && s.dropped.logs > 0).then_some(s)
-    });
-    assert!(status.pending_logs > 0, "records wait for the cloud: {status:?}");
+    let status = agent.poll(
+        "retention to enforce the budget",
+        Duration::from_secs(60),
+        || {
+            let s = store.upload_status().unwrap();
+            (s.record_bytes <= 64 << 10 && s.dropped.logs > 0).then_some(s)
+        },
+    );
+    assert!(
+        status.pending_logs > 0,
+        "records wait for the cloud: {status:?}"
+    );
     assert!(status.dropped.invocations > 0, "{status:?}");
 
     cloud.restart(&[]);
     // Every record written is in the cloud once or counted as dropped, and nothing waits.
     let written = |store: &Store| {
         let (rows, dropped) = (store.row_counts().unwrap(), store.dropped_totals().unwrap());
-        (rows.logs + dropped.logs, rows.invocations + dropped.invocations)
+        (
+            rows.logs + dropped.logs,
+            rows.invocations + dropped.invocations,
+        )
     };
     let (remote_logs, remote_invocations, drops) = poll(
         "the backlog to drain",
-        || format!("{:?}\n{}", store.upload_status().unwrap(), agent.stderr_text()),
+        || {
+            format!(
+                "{:?}\n{}",
+                store.upload_status().unwrap(),
+                agent.stderr_text()
+            )
+        },
         || {
             let s = store.upload_status().unwrap();
             if s.pending_logs + s.pending_invocations > 0 {
                 return None;
             }
             let v = cloud.ok("GET", "/v1/logs?device=up-c&limit=10000", None);
-            let logs: Vec<i64> = v["records"].as_array().unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+            let logs: Vec<i64> = v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["seq"].as_i64().unwrap())
+                .collect();
             let invocations = cloud_invocations(&cloud, "up-c").len() as u64;
             let dropped = (
                 v["dropped"][0]["logs"].as_u64().unwrap_or(0),
                 v["dropped"][0]["invocations"].as_u64().unwrap_or(0),
             );
             let (wl, wi) = written(&store);
-            (logs.len() as u64 + dropped.0 == wl && invocations + dropped.1 == wi)
-                .then_some((logs, invocations, dropped))
+            (logs.len() as u64 + dropped.0 == wl && invocations + dropped.1 == wi).then_some((
+                logs,
+                invocations,
+                dropped,
+            ))
         },
     );
     let distinct: BTreeSet<i64> = remote_logs.iter().copied().collect();
     assert_eq!(distinct.len(), remote_logs.len(), "no record twice");
-    assert!(drops.0 > 0 && drops.1 > 0, "drops were counted and shown: {drops:?}");
+    assert!(
+        drops.0 > 0 && drops.1 > 0,
+        "drops were counted and shown: {drops:?}"
+    );
     assert!(remote_invocations > 0 && !remote_logs.is_empty());
     assert_eq!(store.upload_status().unwrap().dropped.logs, drops.0);
     assert_eq!(
-        store.logs(&LogFilter { limit: 1, ..LogFilter::default() }).unwrap().len(),
+        store
+            .logs(&LogFilter {
+                limit: 1,
+                ..LogFilter::default()
+            })
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -263,7 +346,9 @@ fn edgefn(cloud: &Cloud, args: &[&str]) -> (i32, String, String) {
 }
 
 fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -284,12 +369,25 @@ fn fleet_queries_and_merged_percentiles_across_two_agents() {
     let (code, out, err) = edgefn(&cloud, &["logs", "work", "--device", "up-slow", "--json"]);
     assert_eq!(code, 0, "{err}");
     let lines = json_lines(&out);
-    assert_eq!(lines.iter().filter(|l| l["text"] == "slow work done").count(), 40);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["text"] == "slow work done")
+            .count(),
+        40
+    );
     assert!(lines.iter().all(|l| l["device"] == "up-slow"));
-    let (_, out, _) = edgefn(&cloud, &["logs", "work", "--group", "lab", "--level", "warn", "--json"]);
+    let (_, out, _) = edgefn(
+        &cloud,
+        &[
+            "logs", "work", "--group", "lab", "--level", "warn", "--json",
+        ],
+    );
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 40);
-    assert!(lines.iter().all(|l| l["text"] == "slow work done" && l["level"] == "warn"));
+    assert!(lines
+        .iter()
+        .all(|l| l["text"] == "slow work done" && l["level"] == "warn"));
     let (_, out, _) = edgefn(&cloud, &["logs", "--grep", "fast WORK", "--json"]);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 60);
@@ -305,8 +403,15 @@ fn fleet_queries_and_merged_percentiles_across_two_agents() {
     let (code, _, err) = edgefn(&cloud, &["logs", "--since", "600"]);
     assert_eq!(code, 2, "{err}");
     let until = format!("{}", start);
-    let (_, out, _) = edgefn(&cloud, &["logs", "work", "--device", "up-slow", "--until", &until, "--json"]);
-    assert!(json_lines(&out).iter().all(|l| l["time_ms"].as_i64().unwrap() < start));
+    let (_, out, _) = edgefn(
+        &cloud,
+        &[
+            "logs", "work", "--device", "up-slow", "--until", &until, "--json",
+        ],
+    );
+    assert!(json_lines(&out)
+        .iter()
+        .all(|l| l["time_ms"].as_i64().unwrap() < start));
     let (_, text, _) = edgefn(&cloud, &["logs", "work", "--device", "up-fast"]);
     assert!(text.lines().all(|l| l.contains(" up-fast ")), "{text}");
     let (code, _, err) = edgefn(&cloud, &["logs", "--device", "a", "--group", "b"]);
@@ -319,7 +424,12 @@ fn fleet_queries_and_merged_percentiles_across_two_agents() {
         .map(|i| i["duration_us"].as_u64().unwrap())
         .collect();
     all.sort();
-    let (code, out, err) = edgefn(&cloud, &["stats", "work", "--group", "lab", "--window", "1h", "--json"]);
+    let (code, out, err) = edgefn(
+        &cloud,
+        &[
+            "stats", "work", "--group", "lab", "--window", "1h", "--json",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["totals"]["invocations"], 100);
@@ -331,9 +441,17 @@ fn fleet_queries_and_merged_percentiles_across_two_agents() {
             "{key}: merged {got} vs combined records {want}"
         );
     }
-    let devices: Vec<&str> = r["devices"].as_array().unwrap().iter().map(|d| d["device"].as_str().unwrap()).collect();
+    let devices: Vec<&str> = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
     assert_eq!(devices, ["up-fast", "up-slow"]);
     let (code, text, _) = edgefn(&cloud, &["stats", "work", "--device", "up-fast"]);
     assert_eq!(code, 0);
-    assert!(text.contains("invocations:") && text.contains("60"), "{text}");
+    assert!(
+        text.contains("invocations:") && text.contains("60"),
+        "{text}"
+    );
 }

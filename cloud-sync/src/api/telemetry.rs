@@ -12,7 +12,9 @@ use super::auth::{Device, Operator};
 use super::error::{ApiError, ApiResult};
 use super::MAX_BODY;
 use crate::protocol::telemetry::{decompress, level_number, UploadAck, UploadBatch};
-use crate::service::fleet_logs::{DeviceScope, FleetInvocation, InvocationQuery, LogPage, LogQuery};
+use crate::service::fleet_logs::{
+    DeviceScope, FleetInvocation, InvocationQuery, LogPage, LogQuery,
+};
 use crate::service::fleet_stats::{StatsQuery, StatsReport};
 use crate::service::Service;
 
@@ -46,9 +48,7 @@ pub async fn upload(
 
 fn scope(device: Option<String>, group: Option<String>) -> ApiResult<DeviceScope> {
     match (device, group) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "give device or group, not both",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give device or group, not both")),
         (Some(d), None) => Ok(DeviceScope::Device(d)),
         (None, Some(g)) => Ok(DeviceScope::Group(g)),
         (None, None) => Ok(DeviceScope::All),

@@ -24,8 +24,10 @@ const POLL: Duration = Duration::from_secs(1);
 const OVERLAP_MS: i64 = 30_000;
 
 #[derive(Args, Debug)]
-#[command(after_help = "TIME is an RFC 3339 time (2026-05-01T12:00:00Z), Unix milliseconds, \
-or a DURATION ago (10m). DURATION is a number with a unit: 30s, 10m, 2h, 1d.")]
+#[command(
+    after_help = "TIME is an RFC 3339 time (2026-05-01T12:00:00Z), Unix milliseconds, \
+or a DURATION ago (10m). DURATION is a number with a unit: 30s, 10m, 2h, 1d."
+)]
 pub struct LogsArgs {
     /// Only this function's records [default: all, agent-level lines included].
     #[arg(value_name = "NAME")]
@@ -98,8 +100,7 @@ pub fn parse_time(s: &str) -> Result<TimeArg, String> {
     if s == "now" {
         return Ok(TimeArg::Ago(Duration::ZERO));
     }
-    if s.len() >= 5 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit) && s.as_bytes()[4] == b'-'
-    {
+    if s.len() >= 5 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit) && s.as_bytes()[4] == b'-' {
         let t = humantime::parse_rfc3339_weak(s)
             .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))?;
         let ms = t
@@ -298,9 +299,15 @@ mod tests {
 
     #[test]
     fn times_parse() {
-        assert_eq!(parse_since("10m"), Ok(TimeArg::Ago(Duration::from_secs(600))));
+        assert_eq!(
+            parse_since("10m"),
+            Ok(TimeArg::Ago(Duration::from_secs(600)))
+        );
         assert!(parse_since("600").unwrap_err().contains("600s"));
-        assert_eq!(parse_time("1714564800000"), Ok(TimeArg::UnixMs(1_714_564_800_000)));
+        assert_eq!(
+            parse_time("1714564800000"),
+            Ok(TimeArg::UnixMs(1_714_564_800_000))
+        );
         assert_eq!(
             parse_time("2024-05-01T12:00:00Z"),
             Ok(TimeArg::UnixMs(1_714_564_800_000))
@@ -331,6 +338,9 @@ mod tests {
         assert!(f.fresh(&r(2, 1_000)));
         assert_eq!(f.newest, 1_000);
         assert!(f.fresh(&r(3, 1_000 + 3 * OVERLAP_MS)));
-        assert!(!f.seen.contains(&("d-1".to_string(), 1)), "forgotten once out of reach");
+        assert!(
+            !f.seen.contains(&("d-1".to_string(), 1)),
+            "forgotten once out of reach"
+        );
     }
 }

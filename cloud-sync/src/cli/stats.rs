@@ -13,8 +13,10 @@ use super::output::{fields, json as print_json, out, text, time, Table};
 use super::CliError;
 
 #[derive(Args, Debug)]
-#[command(after_help = "DURATION is a number with a unit: 30s, 10m, 2h, 1d. Buckets are per \
-minute, so --series is best a whole number of minutes.")]
+#[command(
+    after_help = "DURATION is a number with a unit: 30s, 10m, 2h, 1d. Buckets are per \
+minute, so --series is best a whole number of minutes."
+)]
 pub struct StatsArgs {
     /// Only this function [default: all functions].
     #[arg(value_name = "NAME")]
@@ -72,7 +74,11 @@ pub fn render(r: &Value) -> String {
     let mut s = fields(&[
         (
             "window",
-            format!("{} .. {}", time(r["since_ms"].as_i64()), time(r["until_ms"].as_i64())),
+            format!(
+                "{} .. {}",
+                time(r["since_ms"].as_i64()),
+                time(r["until_ms"].as_i64())
+            ),
         ),
         ("invocations", text(&t["invocations"])),
         ("errors", text(&t["errors"])),
@@ -80,7 +86,14 @@ pub fn render(r: &Value) -> String {
         ("retries", text(&t["retries"])),
         ("duration", summary(&t["duration_us"])),
         ("latency", summary(&t["latency_us"])),
-        ("fuel", format!("total {}  avg {}", t["fuel"]["total"], text(&t["fuel"]["avg"]))),
+        (
+            "fuel",
+            format!(
+                "total {}  avg {}",
+                t["fuel"]["total"],
+                text(&t["fuel"]["avg"])
+            ),
+        ),
     ]);
     let row = |first: Vec<String>, f: &Value| -> Vec<String> {
         let mut cells = first;
@@ -95,7 +108,15 @@ pub fn render(r: &Value) -> String {
     };
     let groups = r["groups"].as_array().cloned().unwrap_or_default();
     if !groups.is_empty() {
-        let mut table = Table::new(&["FUNCTION", "VERSION", "INVOCATIONS", "ERRORS", "P50", "P99", "LATENCY P99"]);
+        let mut table = Table::new(&[
+            "FUNCTION",
+            "VERSION",
+            "INVOCATIONS",
+            "ERRORS",
+            "P50",
+            "P99",
+            "LATENCY P99",
+        ]);
         for g in &groups {
             table.row(row(vec![text(&g["function"]), text(&g["version"])], g));
         }
@@ -104,7 +125,14 @@ pub fn render(r: &Value) -> String {
     }
     let devices = r["devices"].as_array().cloned().unwrap_or_default();
     if !devices.is_empty() {
-        let mut table = Table::new(&["DEVICE", "INVOCATIONS", "ERRORS", "P50", "P99", "LATENCY P99"]);
+        let mut table = Table::new(&[
+            "DEVICE",
+            "INVOCATIONS",
+            "ERRORS",
+            "P50",
+            "P99",
+            "LATENCY P99",
+        ]);
         for d in &devices {
             table.row(row(vec![text(&d["device"])], d));
         }
@@ -115,7 +143,9 @@ pub fn render(r: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["invocations"].as_u64().unwrap_or(0) + p["throttles"].as_u64().unwrap_or(0) > 0)
+        .filter(|p| {
+            p["invocations"].as_u64().unwrap_or(0) + p["throttles"].as_u64().unwrap_or(0) > 0
+        })
         .collect();
     if !points.is_empty() {
         let mut table = Table::new(&["FROM", "INVOCATIONS", "ERRORS", "P50", "P99", "LATENCY P99"]);

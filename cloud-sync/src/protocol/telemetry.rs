@@ -199,6 +199,9 @@ mod tests {
         let v = serde_json::to_value(&b).unwrap();
         assert_eq!(v["batch_seq"], 7);
         assert_eq!(v["dropped"]["logs"], 0);
-        assert!(serde_json::from_str::<UploadBatch>(r#"{"batch_seq":1,"logs_to":0,"invocations_to":0,"bogus":1}"#).is_err());
+        assert!(serde_json::from_str::<UploadBatch>(
+            r#"{"batch_seq":1,"logs_to":0,"invocations_to":0,"bogus":1}"#
+        )
+        .is_err());
     }
 }

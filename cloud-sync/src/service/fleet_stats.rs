@@ -171,7 +171,9 @@ fn version_keys(
     }
     if let Ok(v) = qualifier.parse::<u32>() {
         if v == 0 {
-            return Err(StoreError::invalid("version 0 does not exist (versions start at 1)"));
+            return Err(StoreError::invalid(
+                "version 0 does not exist (versions start at 1)",
+            ));
         }
         return Ok(vec![v.to_string()]);
     }
@@ -180,7 +182,9 @@ fn version_keys(
             "SELECT version, also_version FROM aliases WHERE function = $1 AND name = $2",
             crate::params![function, qualifier],
         )?
-        .ok_or_else(|| StoreError::not_found(format!("no alias {qualifier} of function {function}")))?;
+        .ok_or_else(|| {
+            StoreError::not_found(format!("no alias {qualifier} of function {function}"))
+        })?;
     let mut keys = vec![row.i64(0)?.to_string()];
     if let Some(also) = row.opt_i64(1)? {
         keys.push(also.to_string());

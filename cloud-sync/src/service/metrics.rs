@@ -20,7 +20,10 @@ static DB_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts `e` if it is a database failure (not a rule of the domain refusing a request).
 pub fn note_store_error(e: &StoreError) {
-    if matches!(e, StoreError::Db(_) | StoreError::Retry(_) | StoreError::Config(_)) {
+    if matches!(
+        e,
+        StoreError::Db(_) | StoreError::Retry(_) | StoreError::Config(_)
+    ) {
         DB_ERRORS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -152,7 +155,11 @@ impl CloudMetrics {
         if i.duplicate {
             return;
         }
-        for (kind, n) in [("logs", i.logs), ("invocations", i.invocations), ("stats", i.stats)] {
+        for (kind, n) in [
+            ("logs", i.logs),
+            ("invocations", i.invocations),
+            ("stats", i.stats),
+        ] {
             self.ingest_records
                 .get_or_create(&KindLabels { kind: kind.into() })
                 .inc_by(n);

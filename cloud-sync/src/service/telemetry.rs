@@ -126,8 +126,9 @@ pub fn validate(batch: &UploadBatch) -> Result<()> {
             ));
         }
         for (what, text) in [("duration", &s.duration_hist), ("latency", &s.latency_hist)] {
-            decode_hist(text)
-                .map_err(|e| StoreError::invalid(format!("stats bucket of {}: {what}_hist: {e}", s.function)))?;
+            decode_hist(text).map_err(|e| {
+                StoreError::invalid(format!("stats bucket of {}: {what}_hist: {e}", s.function))
+            })?;
         }
     }
     Ok(())
@@ -395,9 +396,21 @@ mod tests {
         };
         validate(&ok).unwrap();
         let msg = |b: UploadBatch| validate(&b).unwrap_err().to_string();
-        assert!(msg(UploadBatch { batch_seq: 0, ..ok.clone() }).contains("batch_seq"));
-        assert!(msg(UploadBatch { logs: vec![log(1, "loud")], ..ok.clone() }).contains("\"loud\""));
-        assert!(msg(UploadBatch { logs_to: 1, ..ok.clone() }).contains("past logs_to 1"));
+        assert!(msg(UploadBatch {
+            batch_seq: 0,
+            ..ok.clone()
+        })
+        .contains("batch_seq"));
+        assert!(msg(UploadBatch {
+            logs: vec![log(1, "loud")],
+            ..ok.clone()
+        })
+        .contains("\"loud\""));
+        assert!(msg(UploadBatch {
+            logs_to: 1,
+            ..ok.clone()
+        })
+        .contains("past logs_to 1"));
         let mut h = Histogram::new();
         h.record(5);
         let hist = base64::engine::general_purpose::STANDARD.encode(h.to_bytes());
@@ -415,19 +428,32 @@ mod tests {
             duration_hist: hist.clone(),
             latency_hist: hist,
         };
-        validate(&UploadBatch { stats: vec![bucket.clone()], ..ok.clone() }).unwrap();
+        validate(&UploadBatch {
+            stats: vec![bucket.clone()],
+            ..ok.clone()
+        })
+        .unwrap();
         assert!(msg(UploadBatch {
-            stats: vec![StatsEntry { version: "v2".into(), ..bucket.clone() }],
+            stats: vec![StatsEntry {
+                version: "v2".into(),
+                ..bucket.clone()
+            }],
             ..ok.clone()
         })
         .contains("\"v2\""));
         assert!(msg(UploadBatch {
-            stats: vec![StatsEntry { minute_ms: 61_000, ..bucket.clone() }],
+            stats: vec![StatsEntry {
+                minute_ms: 61_000,
+                ..bucket.clone()
+            }],
             ..ok.clone()
         })
         .contains("61000"));
         assert!(msg(UploadBatch {
-            stats: vec![StatsEntry { latency_hist: "!!".into(), ..bucket }],
+            stats: vec![StatsEntry {
+                latency_hist: "!!".into(),
+                ..bucket
+            }],
             ..ok
         })
         .contains("latency_hist"));

@@ -2,7 +2,8 @@
 //! Portable types only (see the module docs of [`super`]).
 
 /// Migration `i + 1` is `MIGRATIONS[i]`: statements separated by `;`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE revision (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO revision (id, value) VALUES (1, 0);

@@ -5,7 +5,9 @@
 
 use base64::Engine;
 use edgefn_cloud::protocol::histogram::Histogram;
-use edgefn_cloud::protocol::telemetry::{compress, Dropped, InvocationEntry, LogEntry, StatsEntry, UploadBatch};
+use edgefn_cloud::protocol::telemetry::{
+    compress, Dropped, InvocationEntry, LogEntry, StatsEntry, UploadBatch,
+};
 use serde_json::{json, Value};
 
 use crate::both;
@@ -17,7 +19,14 @@ fn now() -> i64 {
     edgefn_cloud::now_ms()
 }
 
-fn log(seq: i64, time_ms: i64, level: &str, function: Option<&str>, inv: Option<&str>, text: &str) -> LogEntry {
+fn log(
+    seq: i64,
+    time_ms: i64,
+    level: &str,
+    function: Option<&str>,
+    inv: Option<&str>,
+    text: &str,
+) -> LogEntry {
     LogEntry {
         seq,
         time_ms,
@@ -114,18 +123,28 @@ fn exactly_once(backend: Backend) {
         batch_seq: 1,
         logs_to: 3,
         invocations_to: 2,
-        logs: (1..=3).map(|i| log(i, t + i, "info", Some("f"), None, &format!("line {i}"))).collect(),
+        logs: (1..=3)
+            .map(|i| log(i, t + i, "info", Some("f"), None, &format!("line {i}")))
+            .collect(),
         invocations: vec![invocation(1, "i1", t, 100), invocation(2, "i2", t + 1, 200)],
         stats: vec![bucket("f", t / MINUTE * MINUTE, &[100, 200])],
-        dropped: Dropped { logs: 0, invocations: 0 },
+        dropped: Dropped {
+            logs: 0,
+            invocations: 0,
+        },
     };
     let (st, ack) = upload(d, &first);
     assert_eq!(st, 200, "{ack}");
-    assert_eq!(ack, json!({"batch_seq": 1, "duplicate": false, "logs_to": 3, "invocations_to": 2, "logs": 3, "invocations": 2}));
+    assert_eq!(
+        ack,
+        json!({"batch_seq": 1, "duplicate": false, "logs_to": 3, "invocations_to": 2, "logs": 3, "invocations": 2})
+    );
 
     // The agent crashed before recording the answer and rebuilt batch 1 with more in it.
     let mut rebuilt = first.clone();
-    rebuilt.logs.push(log(4, t + 4, "info", Some("f"), None, "line 4"));
+    rebuilt
+        .logs
+        .push(log(4, t + 4, "info", Some("f"), None, "line 4"));
     rebuilt.logs_to = 4;
     rebuilt.stats = vec![bucket("f", t / MINUTE * MINUTE, &[100, 200, 300])];
     let (st, ack) = upload(d, &rebuilt);
@@ -137,7 +156,10 @@ fn exactly_once(backend: Backend) {
     let logs = op.ok("GET", "/v1/logs", None);
     assert_eq!(texts(&logs), ["line 1", "line 2", "line 3"]);
     let stats = op.ok("GET", "/v1/stats?function=f", None);
-    assert_eq!(stats["totals"]["invocations"], 2, "the duplicate's newer bucket was not applied");
+    assert_eq!(
+        stats["totals"]["invocations"], 2,
+        "the duplicate's newer bucket was not applied"
+    );
 
     // The next batch carries the rest and the newer bucket (replacing, not adding).
     let next = UploadBatch {
@@ -146,7 +168,10 @@ fn exactly_once(backend: Backend) {
         invocations_to: 2,
         logs: vec![log(4, t + 4, "info", Some("f"), None, "line 4")],
         stats: rebuilt.stats.clone(),
-        dropped: Dropped { logs: 7, invocations: 1 },
+        dropped: Dropped {
+            logs: 7,
+            invocations: 1,
+        },
         ..UploadBatch::default()
     };
     assert_eq!(upload(d, &next).1["duplicate"], false);
@@ -157,30 +182,59 @@ fn exactly_once(backend: Backend) {
     assert_eq!(logs["dropped"][0]["invocations"], 1);
     let stats = op.ok("GET", "/v1/stats?function=f", None);
     assert_eq!(stats["totals"]["invocations"], 3);
-    assert_eq!(op.ok("GET", "/v1/invocations", None).as_array().unwrap().len(), 2);
+    assert_eq!(
+        op.ok("GET", "/v1/invocations", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Drop counts follow the newest batch, also downwards (the device corrected them).
     let later = UploadBatch {
         batch_seq: 3,
         logs_to: 4,
         invocations_to: 2,
-        dropped: Dropped { logs: 5, invocations: 1 },
+        dropped: Dropped {
+            logs: 5,
+            invocations: 1,
+        },
         ..UploadBatch::default()
     };
     upload(d, &later);
     assert_eq!(op.ok("GET", "/v1/logs", None)["dropped"][0]["logs"], 5);
 
     // Refusals name what is wrong.
-    let (st, v) = upload(d, &UploadBatch { batch_seq: 0, ..UploadBatch::default() });
+    let (st, v) = upload(
+        d,
+        &UploadBatch {
+            batch_seq: 0,
+            ..UploadBatch::default()
+        },
+    );
     assert_eq!(st, 422, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("batch_seq"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batch_seq"),
+        "{v}"
+    );
     let mut loud = next.clone();
     loud.batch_seq = 9;
     loud.logs[0].level = "loud".into();
     let (st, v) = upload(d, &loud);
     assert_eq!(st, 422, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("\"loud\""), "{v}");
-    let (st, _, body) = d.http.raw("POST", "/v1/device/telemetry", None, &[("content-encoding", "br")]);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("\"loud\""),
+        "{v}"
+    );
+    let (st, _, body) = d.http.raw(
+        "POST",
+        "/v1/device/telemetry",
+        None,
+        &[("content-encoding", "br")],
+    );
     assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
     let (st, _) = op.call("POST", "/v1/device/telemetry", Some(&json!({})));
     assert_eq!(st, 401, "the operator token is not a device credential");
@@ -195,9 +249,18 @@ fn exactly_once(backend: Backend) {
     let (st, _, body) = op.raw("GET", "/metrics", None, &[]);
     assert_eq!(st, 200);
     let m = String::from_utf8(body).unwrap();
-    assert!(m.contains("edgefn_cloud_ingest_batches_total{result=\"stored\"} 3"), "{m}");
-    assert!(m.contains("edgefn_cloud_ingest_batches_total{result=\"duplicate\"} 1"), "{m}");
-    assert!(m.contains("edgefn_cloud_ingest_records_total{kind=\"logs\"} 4"), "{m}");
+    assert!(
+        m.contains("edgefn_cloud_ingest_batches_total{result=\"stored\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("edgefn_cloud_ingest_batches_total{result=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("edgefn_cloud_ingest_records_total{kind=\"logs\"} 4"),
+        "{m}"
+    );
     assert!(m.contains("route=\"/v1/device/telemetry\""), "{m}");
     assert!(m.contains("edgefn_cloud_db_errors_total"), "{m}");
 }
@@ -217,10 +280,38 @@ fn filters(backend: Backend) {
             logs_to: 5,
             invocations_to: 0,
             logs: vec![
-                log(1, t, "debug", Some("f"), Some(&inv), &format!("{} debug detail", d.name)),
-                log(2, t + MINUTE, "info", Some("f"), Some(&inv), &format!("{} 50% Done", d.name)),
-                log(3, t + 2 * MINUTE, "warn", Some("f"), None, &format!("{} hot", d.name)),
-                log(4, t + 3 * MINUTE, "error", Some("g"), None, &format!("{} broke", d.name)),
+                log(
+                    1,
+                    t,
+                    "debug",
+                    Some("f"),
+                    Some(&inv),
+                    &format!("{} debug detail", d.name),
+                ),
+                log(
+                    2,
+                    t + MINUTE,
+                    "info",
+                    Some("f"),
+                    Some(&inv),
+                    &format!("{} 50% Done", d.name),
+                ),
+                log(
+                    3,
+                    t + 2 * MINUTE,
+                    "warn",
+                    Some("f"),
+                    None,
+                    &format!("{} hot", d.name),
+                ),
+                log(
+                    4,
+                    t + 3 * MINUTE,
+                    "error",
+                    Some("g"),
+                    None,
+                    &format!("{} broke", d.name),
+                ),
                 log(5, t + 4 * MINUTE, "info", None, None, "agent line"),
             ],
             ..UploadBatch::default()
@@ -240,18 +331,31 @@ fn filters(backend: Backend) {
     assert_eq!(q(&format!("device={a}")).len(), 5);
     assert_eq!(q(&format!("device={}", lab[1].id)).len(), 5, "ids work too");
     assert_eq!(q("group=lab").len(), 10);
-    assert_eq!(q("group=field"), [
-        format!("{c} debug detail"),
-        format!("{c} 50% Done"),
-        format!("{c} hot"),
-        format!("{c} broke"),
-        "agent line".into()
-    ]);
-    assert_eq!(sorted(q("function=g&group=lab")), sorted(vec![format!("{a} broke"), format!("{b} broke")]));
-    assert_eq!(q(&format!("level=warn&device={a}")), [format!("{a} hot"), format!("{a} broke")]);
+    assert_eq!(
+        q("group=field"),
+        [
+            format!("{c} debug detail"),
+            format!("{c} 50% Done"),
+            format!("{c} hot"),
+            format!("{c} broke"),
+            "agent line".into()
+        ]
+    );
+    assert_eq!(
+        sorted(q("function=g&group=lab")),
+        sorted(vec![format!("{a} broke"), format!("{b} broke")])
+    );
+    assert_eq!(
+        q(&format!("level=warn&device={a}")),
+        [format!("{a} hot"), format!("{a} broke")]
+    );
     assert_eq!(q("level=error").len(), 3);
     assert_eq!(
-        q(&format!("device={b}&since_ms={}&until_ms={}", t + MINUTE, t + 3 * MINUTE)),
+        q(&format!(
+            "device={b}&since_ms={}&until_ms={}",
+            t + MINUTE,
+            t + 3 * MINUTE
+        )),
         [format!("{b} 50% Done"), format!("{b} hot")],
         "since inclusive, until exclusive"
     );
@@ -261,7 +365,10 @@ fn filters(backend: Backend) {
         sorted(vec![format!("{a} 50% Done"), format!("{b} 50% Done")])
     );
     let (st, v) = op.call("GET", "/v1/logs?group=nowhere", None);
-    assert_eq!(st, 404, "an unknown group is refused, not an empty answer: {v}");
+    assert_eq!(
+        st, 404,
+        "an unknown group is refused, not an empty answer: {v}"
+    );
 }
 
 both!(queries_filter_across_devices_and_groups, filters);
@@ -277,7 +384,14 @@ fn invocation_filter(backend: Backend) {
             invocations_to: 1,
             logs: vec![
                 log(1, t, "info", Some("f"), Some(&format!("inv-{n}")), "start"),
-                log(2, t + 1, "info", Some("f"), Some(&format!("inv-{n}")), "end"),
+                log(
+                    2,
+                    t + 1,
+                    "info",
+                    Some("f"),
+                    Some(&format!("inv-{n}")),
+                    "end",
+                ),
             ],
             invocations: vec![invocation(1, &format!("inv-{n}"), t, 10)],
             ..UploadBatch::default()
@@ -286,15 +400,28 @@ fn invocation_filter(backend: Backend) {
     }
     let op = s.op();
     let v = op.ok("GET", "/v1/logs?invocation=inv-1", None);
-    let devices: Vec<&str> = v["records"].as_array().unwrap().iter().map(|r| r["device"].as_str().unwrap()).collect();
+    let devices: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["device"].as_str().unwrap())
+        .collect();
     assert_eq!(devices, [devs[1].name.as_str(); 2]);
     let v = op.ok("GET", "/v1/invocations?id=inv-0", None);
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["device"], devs[0].name.as_str());
     // Follow mode: what arrived since a point, oldest first.
-    let v = op.ok("GET", &format!("/v1/logs?received_since_ms={}", t - MINUTE), None);
+    let v = op.ok(
+        "GET",
+        &format!("/v1/logs?received_since_ms={}", t - MINUTE),
+        None,
+    );
     assert_eq!(v["records"].as_array().unwrap().len(), 4);
-    let v = op.ok("GET", &format!("/v1/logs?received_since_ms={}", now() + MINUTE), None);
+    let v = op.ok(
+        "GET",
+        &format!("/v1/logs?received_since_ms={}", now() + MINUTE),
+        None,
+    );
     assert!(v["records"].as_array().unwrap().is_empty());
 }
 
@@ -329,7 +456,11 @@ fn percentiles(backend: Backend) {
     }
     let mut all: Vec<u64> = fast.iter().chain(&slow).copied().collect();
     all.sort();
-    let r = s.op().ok("GET", "/v1/stats?function=f&window_s=3600&series_s=60", None);
+    let r = s.op().ok(
+        "GET",
+        "/v1/stats?function=f&window_s=3600&series_s=60",
+        None,
+    );
     let t = &r["totals"];
     assert_eq!(t["invocations"], 1000);
     let close = |got: &Value, want: u64| {
@@ -346,7 +477,12 @@ fn percentiles(backend: Backend) {
     let mean = all.iter().sum::<u64>() as f64 / all.len() as f64;
     assert!((t["duration_us"]["avg"].as_f64().unwrap() - mean).abs() < 1e-6);
     // Per device: each device's own distribution.
-    let per: Vec<u64> = r["devices"].as_array().unwrap().iter().map(|d| d["invocations"].as_u64().unwrap()).collect();
+    let per: Vec<u64> = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["invocations"].as_u64().unwrap())
+        .collect();
     assert_eq!(per.iter().sum::<u64>(), 1000);
     // Averages of the devices' p50s (~525 µs and ~100 ms) would be ~50 ms: the merge is not that.
     assert!(t["duration_us"]["p50"].as_u64().unwrap() < 1_000);
@@ -360,9 +496,15 @@ fn percentiles(backend: Backend) {
         .collect();
     assert_eq!(counts, [500, 500]);
     // One device, and a qualifier through the registry's alias.
-    let one = s.op().ok("GET", &format!("/v1/stats?function=f&device={}", devs[1].name), None);
+    let one = s.op().ok(
+        "GET",
+        &format!("/v1/stats?function=f&device={}", devs[1].name),
+        None,
+    );
     close(&one["totals"]["duration_us"]["p50"], exact(&slow, 0.5));
-    let (st, v) = s.op().call("GET", "/v1/stats?function=f&qualifier=prod", None);
+    let (st, v) = s
+        .op()
+        .call("GET", "/v1/stats?function=f&qualifier=prod", None);
     assert_eq!(st, 404, "no such alias: {v}");
     let v = s.op().ok("GET", "/v1/stats?function=f&qualifier=1", None);
     assert_eq!(v["totals"]["invocations"], 1000);
@@ -383,22 +525,30 @@ fn retention(backend: Backend) {
         batch_seq: 1,
         logs_to: 2,
         invocations_to: 1,
-        logs: vec![log(1, old, "info", None, None, "old"), log(2, now(), "info", None, None, "new")],
+        logs: vec![
+            log(1, old, "info", None, None, "old"),
+            log(2, now(), "info", None, None, "new"),
+        ],
         invocations: vec![invocation(1, "i", old, 5)],
         stats: vec![bucket("f", old / MINUTE * MINUTE, &[5])],
         ..UploadBatch::default()
     };
     upload(d, &batch);
     let service = &s.running.as_ref().unwrap().service;
-    let pruned = s
-        .rt
-        .block_on(service.prune_telemetry(30 * 24 * 3600 * 1000))
-        .unwrap();
+    let pruned =
+        s.rt.block_on(service.prune_telemetry(30 * 24 * 3600 * 1000))
+            .unwrap();
     assert_eq!((pruned.logs, pruned.invocations, pruned.stats), (1, 1, 1));
-    assert_eq!(pruned.batches, 0, "a device's newest batch stays: it answers a retry");
+    assert_eq!(
+        pruned.batches, 0,
+        "a device's newest batch stays: it answers a retry"
+    );
     assert_eq!(texts(&s.op().ok("GET", "/v1/logs", None)), ["new"]);
     // The kept batch still answers a retry as a duplicate.
     assert_eq!(upload(d, &batch).1["duplicate"], true);
 }
 
-both!(retention_drops_old_records_and_keeps_the_newest_batch, retention);
+both!(
+    retention_drops_old_records_and_keeps_the_newest_batch,
+    retention
+);
