@@ -61,6 +61,25 @@ retry_max = "60s"
 # "mqtt://cloud-broker:1883". "" = none (the long-poll alone).
 mqtt = ""
 
+[upload]
+# Telemetry upload to the cloud (docs/cloud-api.md, "Telemetry upload"): log records,
+# invocation records and per-minute stats, in zlib-compressed batches. Runs while the device is
+# enrolled and [cloud] is enabled, unless disabled here.
+enabled = true
+# How often new records are sent. A backlog (after the cloud was unreachable) is sent batch
+# after batch without waiting.
+interval = "10s"
+# Log + invocation records per batch at most (1..=20000); batches also stay under ~4 MiB raw.
+batch_records = 2000
+# Longest pause between attempts while the cloud is unreachable (capped exponential backoff
+# from 1s, with jitter).
+retry_max = "5m"
+# Disk budget of the log and invocation records kept on the device, uploaded or not (estimated
+# bytes; B, KiB, MiB, GiB). Over it the oldest records are dropped first; records dropped before
+# they were uploaded are counted and the counts are uploaded. Applies whether or not the device
+# is enrolled; checked every [retention] interval.
+disk_budget = "64MiB"
+
 [runtime]
 # Threads that run invocations (0 = one per CPU core).
 workers = 0
@@ -131,6 +150,8 @@ pub struct AgentConfig {
     pub mqtt: MqttSettings,
     /// Cloud sync settings (`[cloud]`).
     pub cloud: crate::sync::SyncSettings,
+    /// Telemetry upload settings (`[upload]`).
+    pub upload: crate::sync::UploadSettings,
 }
 
 /// Where MQTT comes from.
@@ -202,6 +223,44 @@ struct Raw {
     retention: RawRetention,
     #[serde(default)]
     cloud: RawCloud,
+    #[serde(default)]
+    upload: RawUpload,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    batch_records: Option<u64>,
+    retry_max: Option<String>,
+    disk_budget: Option<String>,
+}
+
+/// A size such as `64MiB`, `512KiB`, `1GiB`, `100000` (bytes); `KB`/`MB`/`GB` are powers of 1000.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 64MiB or 500KB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[derive(Deserialize, Default)]
@@ -372,7 +431,35 @@ impl AgentConfig {
                 .max(std::time::Duration::from_millis(100)),
             nudge_mqtt,
         };
+        let u = raw.upload;
+        let batch_records = u.batch_records.unwrap_or(2000);
+        if !(1..=20_000).contains(&batch_records) {
+            return Err(err(format!(
+                "upload.batch_records must be 1..=20000, not {batch_records}"
+            )));
+        }
+        let disk_budget_text = u.disk_budget.as_deref().unwrap_or("64MiB");
+        let disk_budget =
+            parse_size(disk_budget_text).map_err(|e| err(format!("upload.disk_budget: {e}")))?;
+        if disk_budget < 64 << 10 {
+            return Err(err(format!(
+                "upload.disk_budget: `{disk_budget_text}` is below the smallest budget, 64KiB"
+            )));
+        }
+        let interval = duration("upload.interval", u.interval.as_deref(), "10s")?;
+        if interval < Duration::from_millis(100) {
+            return Err(err("upload.interval must be at least 100ms".into()));
+        }
+        let upload = crate::sync::UploadSettings {
+            enabled: u.enabled.unwrap_or(true),
+            interval,
+            batch_records: batch_records as usize,
+            retry_max: duration("upload.retry_max", u.retry_max.as_deref(), "5m")?
+                .max(Duration::from_secs(1)),
+            disk_budget,
+        };
         Ok(AgentConfig {
+            upload,
             cloud,
             http_listen,
             mqtt,
@@ -414,11 +501,28 @@ mod tests {
         assert_eq!(c.api_listen, "127.0.0.1:7878".parse().unwrap());
         assert_eq!(c.max_age, Duration::from_secs(7 * 86400));
         assert!(!c.sync_full);
+        assert_eq!(c.upload.disk_budget, 64 << 20);
+        assert_eq!(c.upload.batch_records, 2000);
+        assert_eq!(c.upload.interval, Duration::from_secs(10));
         assert_eq!(
             AgentConfig::parse("", Path::new("x")).unwrap(),
             c,
             "an empty file means defaults"
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500KB"), Ok(500_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -435,6 +539,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.synchronous"), "{e}");
+        let e = AgentConfig::parse("[upload]\ndisk_budget = \"lots\"", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upload.disk_budget") && e.contains("lots"),
+            "{e}"
+        );
+        let e = AgentConfig::parse("[upload]\nbatch_records = 0", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upload.batch_records"), "{e}");
         let e = AgentConfig::parse("[apii]\n", Path::new("a.toml"))
             .unwrap_err()
             .to_string();

@@ -148,7 +148,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
         tokio::spawn(daemon.clone().retention_loop());
         // Cloud sync, if this device is enrolled (src/sync, docs/cloud-api.md).
-        match edgefn_agent::sync::start(daemon.clone(), &data_dir, config.cloud.clone()) {
+        match edgefn_agent::sync::start(
+            daemon.clone(),
+            &data_dir,
+            config.cloud.clone(),
+            config.upload.clone(),
+        ) {
             Ok(Some(s)) => eprintln!(
                 "edgefn-agent: cloud sync with {} as device {}",
                 s.cloud, s.device_id

@@ -53,6 +53,15 @@ pub struct Metrics {
     /// MQTT publishes of successful invocations, committed to the outbox (they have no log
     /// line: one per publish was most of the log rows under MQTT load).
     pub publishes: Family<VersionLabels, Counter>,
+    /// Telemetry batches the cloud acknowledged (sync/upload.rs): with the next three, whether
+    /// and how fast a device drains its records to the cloud.
+    pub upload_batches: Counter,
+    /// Log + invocation records in acknowledged batches.
+    pub upload_records: Counter,
+    /// Compressed bytes of acknowledged batches (what went over the wire).
+    pub upload_bytes: Counter,
+    /// Upload attempts that failed (cloud unreachable or refusing).
+    pub upload_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -97,7 +106,35 @@ impl Default for Metrics {
             "MQTT publishes of successful invocations (to the outbox)",
             publishes.clone(),
         );
+        let upload_batches = Counter::default();
+        let upload_records = Counter::default();
+        let upload_bytes = Counter::default();
+        let upload_failures = Counter::default();
+        registry.register(
+            "upload_batches",
+            "Telemetry batches the cloud acknowledged",
+            upload_batches.clone(),
+        );
+        registry.register(
+            "upload_records",
+            "Log and invocation records in acknowledged batches",
+            upload_records.clone(),
+        );
+        registry.register(
+            "upload_bytes",
+            "Compressed bytes of acknowledged telemetry batches",
+            upload_bytes.clone(),
+        );
+        registry.register(
+            "upload_failures",
+            "Telemetry upload attempts that failed",
+            upload_failures.clone(),
+        );
         Metrics {
+            upload_batches,
+            upload_records,
+            upload_bytes,
+            upload_failures,
             registry,
             invocations,
             errors,
@@ -111,6 +148,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A telemetry batch was acknowledged.
+    pub fn upload_sent(&self, records: u64, wire_bytes: u64) {
+        self.upload_batches.inc();
+        self.upload_records.inc_by(records);
+        self.upload_bytes.inc_by(wire_bytes);
+    }
+
+    /// A telemetry upload attempt failed.
+    pub fn upload_failed(&self) {
+        self.upload_failures.inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -68,6 +68,7 @@ impl Daemon {
             max_age: Some(config.max_age),
             max_log_rows: Some(config.max_log_records),
             max_invocation_rows: Some(config.max_invocation_records),
+            max_record_bytes: Some(config.upload.disk_budget),
             ..Retention::default()
         };
         Daemon {

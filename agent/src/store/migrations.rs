@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -354,6 +354,67 @@ CREATE TABLE cloud_failures (
 CREATE TABLE module_pins (
     sha256 TEXT PRIMARY KEY NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Schema version 4: telemetry upload (docs/architecture.md, "Telemetry upload"). No outbox
+/// table: the upload reads the log and invocation tables after two cursors, so a record is
+/// written once however it travels. Stats buckets get an `unsent` flag (set by the upsert that
+/// already rewrites the row). Counters: the cursors, the next batch number, bytes of records
+/// (the disk budget's measure, kept by the same triggers that keep the row counts, in the same
+/// UPDATE), and records deleted before they were uploaded.
+const V4: &str = r#"
+INSERT INTO counters (name, value) VALUES
+    ('upload.logs_acked', 0), ('upload.invocations_acked', 0), ('upload.next_batch', 1),
+    ('upload.dropped.logs', 0), ('upload.dropped.invocations', 0),
+    ('upload.dropped_acked.logs', 0), ('upload.dropped_acked.invocations', 0),
+    ('bytes.logs', (SELECT coalesce(sum(24 + octet_length(text) + coalesce(octet_length(function), 0)
+                                        + coalesce(octet_length(invocation_id), 0)), 0) FROM logs)),
+    ('bytes.invocations', (SELECT coalesce(sum(64 + octet_length(id) + octet_length(function)
+                                        + octet_length(qualifier) + octet_length(source)
+                                        + octet_length(subject) + octet_length(event_id)
+                                        + coalesce(octet_length(error), 0)), 0) FROM invocations));
+
+ALTER TABLE stats ADD COLUMN unsent INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX stats_unsent ON stats (minute_ms) WHERE unsent = 1;
+
+DROP TRIGGER logs_count_insert;
+CREATE TRIGGER logs_count_insert AFTER INSERT ON logs
+BEGIN
+    UPDATE counters SET value = value + CASE name WHEN 'rows.logs' THEN 1
+        ELSE 24 + octet_length(NEW.text) + coalesce(octet_length(NEW.function), 0)
+                + coalesce(octet_length(NEW.invocation_id), 0) END
+     WHERE name IN ('rows.logs', 'bytes.logs');
+END;
+DROP TRIGGER logs_count_delete;
+CREATE TRIGGER logs_count_delete AFTER DELETE ON logs
+BEGIN
+    UPDATE counters SET value = value - CASE name WHEN 'rows.logs' THEN 1
+        ELSE 24 + octet_length(OLD.text) + coalesce(octet_length(OLD.function), 0)
+                + coalesce(octet_length(OLD.invocation_id), 0) END
+     WHERE name IN ('rows.logs', 'bytes.logs');
+    UPDATE counters SET value = value + 1 WHERE name = 'upload.dropped.logs'
+       AND OLD.seq > (SELECT value FROM counters WHERE name = 'upload.logs_acked');
+END;
+DROP TRIGGER invocations_count_insert;
+CREATE TRIGGER invocations_count_insert AFTER INSERT ON invocations
+BEGIN
+    UPDATE counters SET value = value + CASE name WHEN 'rows.invocations' THEN 1
+        ELSE 64 + octet_length(NEW.id) + octet_length(NEW.function) + octet_length(NEW.qualifier)
+                + octet_length(NEW.source) + octet_length(NEW.subject)
+                + octet_length(NEW.event_id) + coalesce(octet_length(NEW.error), 0) END
+     WHERE name IN ('rows.invocations', 'bytes.invocations');
+END;
+DROP TRIGGER invocations_count_delete;
+CREATE TRIGGER invocations_count_delete AFTER DELETE ON invocations
+BEGIN
+    UPDATE counters SET value = value - CASE name WHEN 'rows.invocations' THEN 1
+        ELSE 64 + octet_length(OLD.id) + octet_length(OLD.function) + octet_length(OLD.qualifier)
+                + octet_length(OLD.source) + octet_length(OLD.subject)
+                + octet_length(OLD.event_id) + coalesce(octet_length(OLD.error), 0) END
+     WHERE name IN ('rows.invocations', 'bytes.invocations');
+    UPDATE counters SET value = value + 1 WHERE name = 'upload.dropped.invocations'
+       AND OLD.seq > (SELECT value FROM counters WHERE name = 'upload.invocations_acked');
+END;
 "#;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 to 3, see `migrations.rs`)
+//! # Schema (versions 1 to 4, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -19,8 +19,8 @@
 //! | `kv` | `(function, key)` | the function's key-value store (bytes); triggers keep `functions.kv_entries/kv_bytes` exact |
 //! | `invocations` | `seq`, unique `id` | one record per invocation (no foreign key: records outlive their function) |
 //! | `logs` | `seq` (never reused) | log lines: time, level 0-4, optional function/version/invocation id, text; indexed by function, invocation and time |
-//! | `stats` | `(function, version_key, minute_ms)` | per-minute counts, sums and mergeable duration/latency histograms ([`crate::stats::Histogram`]) |
-//! | `counters` | `name` | exact row counts of logs/invocations (triggers) and cumulative retention drops |
+//! | `stats` | `(function, version_key, minute_ms)` | per-minute counts, sums and mergeable duration/latency histograms ([`crate::stats::Histogram`]); `unsent` (V4) until the cloud has the bucket as it is |
+//! | `counters` | `name` | exact row counts and estimated bytes of logs/invocations (triggers), cumulative retention drops; upload cursors, next batch number and drops before upload (V4) |
 //! | `meta` | `key` | small settings (admin token id, device id, `mappings.revision`, ...) |
 //! | `mappings` | `id`, unique `name` | event-source mappings (V2): function + qualifier, source kind + JSON, enabled, retries, destinations; `origin` (V3) |
 //! | `event_queue` | `seq` | events accepted but not yet delivered (V2): paused mappings' backlogs, function destinations |
@@ -51,7 +51,8 @@
 //! - [`mappings`]: event-source mappings, their sources and destinations
 //! - [`queue`], [`outbox`], [`dedup`], [`dead_letters`]: delivery state (docs/triggers.md)
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
-//! - [`retention`]: bounded history, counted drops
+//! - [`retention`]: bounded history (age, rows, the disk budget), counted drops
+//! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
 
@@ -78,6 +79,7 @@ pub mod records;
 pub mod resolve;
 pub mod retention;
 pub mod stats;
+pub mod upload;
 pub mod versions;
 
 #[cfg(test)]
@@ -108,6 +110,7 @@ pub use retention::{Dropped, Retention, RowCounts};
 pub use stats::{
     Figures, Fuel, StatsGroup, StatsPoint, StatsQuery, StatsReport, Summary, VersionKey,
 };
+pub use upload::UploadStatus;
 pub use versions::{Published, VersionInfo};
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::db::{now_ms, Store};
@@ -29,6 +29,10 @@ pub struct Retention {
     /// Drop stats buckets older than this. Buckets are small, so they usually live longer than
     /// the records.
     pub max_stats_age: Option<Duration>,
+    /// The disk budget of log and invocation records (estimated bytes, `[upload] disk_budget`):
+    /// over it, the oldest records of either table are dropped first, whether uploaded or not
+    /// (records not uploaded yet are counted for the cloud, see `upload`).
+    pub max_record_bytes: Option<u64>,
     /// Rows deleted per transaction: bounds how long a prune holds the write lock.
     pub chunk_rows: u32,
 }
@@ -51,6 +55,7 @@ impl Default for Retention {
             max_invocation_rows: Some(200_000),
             max_dead_letter_rows: Some(10_000),
             max_stats_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_record_bytes: None,
             chunk_rows: 1_000,
         }
     }
@@ -163,6 +168,11 @@ impl Store {
         if let Some(age) = retention.max_stats_age {
             dropped.stats_buckets += self.prune_older(&STATS, cutoff(age), chunk)?;
         }
+        if let Some(budget) = retention.max_record_bytes {
+            let (logs, invocations) = self.prune_to_budget(budget, chunk)?;
+            dropped.logs += logs;
+            dropped.invocations += invocations;
+        }
         Ok(dropped)
     }
 
@@ -219,6 +229,62 @@ impl Store {
                 return Ok(total);
             }
             total += n;
+            let_the_writer_go();
+        }
+    }
+
+    /// Deletes the oldest log or invocation records (whichever table's oldest row is older),
+    /// a chunk per transaction, until their estimated bytes fit `budget`.
+    fn prune_to_budget(&self, budget: u64, chunk: i64) -> Result<(u64, u64)> {
+        let mut total = (0, 0);
+        loop {
+            let n = self.write(|tx| {
+                let bytes = counter(tx, "bytes.logs")? + counter(tx, "bytes.invocations")?;
+                if bytes <= budget {
+                    return Ok(None);
+                }
+                let oldest = |sql: &str| -> Result<Option<i64>> {
+                    Ok(tx
+                        .prepare_cached(sql)?
+                        .query_row([], |r| r.get(0))
+                        .optional()?)
+                };
+                let log = oldest("SELECT time_ms FROM logs ORDER BY seq LIMIT 1")?;
+                let inv = oldest("SELECT start_ms FROM invocations ORDER BY seq LIMIT 1")?;
+                let table = match (log, inv) {
+                    (Some(l), Some(i)) if i < l => &INVOCATIONS,
+                    (Some(_), _) => &LOGS,
+                    (None, Some(_)) => &INVOCATIONS,
+                    (None, None) => return Ok(None),
+                };
+                // Roughly as many rows as the excess needs (at least 16), at most a chunk.
+                let rows_counter = table.rows_counter.expect("counted table");
+                let rows = counter(tx, rows_counter)?.max(1) as u64;
+                let bytes_of_table = counter(
+                    tx,
+                    if table.table == "logs" {
+                        "bytes.logs"
+                    } else {
+                        "bytes.invocations"
+                    },
+                )?
+                .max(1) as u64;
+                let per_row = (bytes_of_table / rows).max(1);
+                let want = ((bytes - budget) / per_row + 1).clamp(16, chunk.max(16) as u64);
+                let n = tx
+                    .prepare_cached(&format!(
+                        "DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} ORDER BY seq LIMIT ?1)",
+                        t = table.table
+                    ))?
+                    .execute([want as i64])? as u64;
+                add_to_counter(tx, table.dropped_counter, n)?;
+                Ok(Some((table.table == "logs", n)))
+            })?;
+            match n {
+                None => return Ok(total),
+                Some((true, n)) => total.0 += n,
+                Some((false, n)) => total.1 += n,
+            }
             let_the_writer_go();
         }
     }
@@ -289,6 +355,7 @@ mod tests {
             max_invocation_rows: None,
             max_dead_letter_rows: None,
             max_stats_age: None,
+            max_record_bytes: None,
             chunk_rows: 3, // tiny chunks: exercise the chunk loop
         }
     }

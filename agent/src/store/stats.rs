@@ -209,7 +209,8 @@ pub(crate) fn add_to_bucket(
             duration_sum_us = duration_sum_us + excluded.duration_sum_us,
             latency_sum_us = latency_sum_us + excluded.latency_sum_us,
             duration_hist = excluded.duration_hist,
-            latency_hist = excluded.latency_hist",
+            latency_hist = excluded.latency_hist,
+            unsent = 1",
     )?
     .execute(params![
         function,

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgefn_cloud::protocol::telemetry::UploadAck;
 use edgefn_cloud::protocol::{paths, DesiredDocument, EnrollRequest, EnrollResponse, StatusReport};
 
 /// Why a request to the cloud failed.
@@ -281,5 +282,31 @@ impl CloudClient {
             return Err(Self::refused(status, &body));
         }
         Ok(())
+    }
+
+    /// `POST /v1/device/telemetry` with a batch already compressed
+    /// ([`edgefn_cloud::protocol::telemetry::compress`] of its JSON).
+    pub fn telemetry(&self, compressed: &[u8]) -> Result<UploadAck, ClientError> {
+        let mut rb = self.http.post(format!("{}{}", self.base, paths::TELEMETRY));
+        if let Some(a) = &self.auth {
+            rb = rb.header("authorization", a);
+        }
+        let mut resp = rb
+            .header("content-encoding", "deflate")
+            .content_type("application/json")
+            .send(compressed)
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| self.transport(e))?;
+        if status != 200 {
+            return Err(Self::refused(status, &body));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("telemetry answer: {e}")))
     }
 }

@@ -9,6 +9,9 @@
 //!   modules, activates it in one store transaction (`Store::cloud_activate`), watches the
 //!   health window of new versions and rolls back (`Store::cloud_rollback`), and sends status
 //!   reports.
+//! - [`upload`]: the upload actor: log records, invocation records and stats buckets to
+//!   `POST /v1/device/telemetry` in compressed batches read after the store's upload cursors,
+//!   with capped exponential backoff while the cloud is unreachable.
 //! - [`nudge`]: the optional MQTT subscription to `edgefn/devices/{id}/desired` on a cloud-side
 //!   broker; a nudge makes the actor poll at once.
 //!
@@ -25,10 +28,12 @@ pub mod client;
 pub mod enrollment;
 pub mod nudge;
 pub mod stage;
+pub mod upload;
 
 pub use actor::{SyncActor, SyncMessage, SyncSettings};
 pub use client::{ClientError, CloudClient};
 pub use enrollment::Enrollment;
+pub use upload::{UploadActor, UploadSettings};
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -56,6 +61,7 @@ pub fn start(
     daemon: Daemon,
     data_dir: &Path,
     settings: SyncSettings,
+    upload: UploadSettings,
 ) -> Result<Option<SyncHandle>, String> {
     if !settings.enabled {
         return Ok(None);
@@ -68,6 +74,23 @@ pub fn start(
     let cloud = enrollment.cloud.clone();
     if let Some(url) = settings.nudge_mqtt.clone() {
         nudge::start(&url, &device_id, tx.clone())?;
+    }
+    if upload.enabled {
+        let client = CloudClient::new(
+            &enrollment.cloud,
+            enrollment.ca_file.as_deref(),
+            Some(enrollment.credential.as_str()),
+        )
+        .map_err(|e| e.to_string())?;
+        daemon
+            .store()
+            .upload_bind_device(&device_id)
+            .map_err(|e| format!("upload state: {e}"))?;
+        let actor = UploadActor::new(daemon.clone(), client, upload);
+        std::thread::Builder::new()
+            .name("edgefn-upload".into())
+            .spawn(move || actor.run())
+            .map_err(|e| format!("cannot start the upload thread: {e}"))?;
     }
     let actor = SyncActor::new(daemon, data_dir, enrollment, settings, rx)?;
     std::thread::Builder::new()

@@ -47,6 +47,17 @@ impl Agent {
     /// Like [`Agent::start_with`], running `prepare` on the (not yet existing) data directory
     /// path first (e.g. `edgefn-agent enroll --data-dir`).
     pub fn start_prepared(tag: &str, extra: &[&str], prepare: impl FnOnce(&Path)) -> Agent {
+        Agent::start_prepared_env(tag, extra, &[], prepare)
+    }
+
+    /// Like [`Agent::start_prepared`], with extra environment from the first start on (kept
+    /// until [`Agent::set_env`] changes it).
+    pub fn start_prepared_env(
+        tag: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
         let dir = TempDir::new(&format!("daemon-{tag}"));
         let mut a = Agent {
             child: None,
@@ -57,6 +68,7 @@ impl Agent {
             stderr: Arc::new(Mutex::new(String::new())),
             env: Vec::new(),
         };
+        a.set_env(env);
         prepare(&a.data_dir());
         a.spawn();
         a

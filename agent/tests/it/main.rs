@@ -13,3 +13,4 @@ mod runtime_examples;
 mod sync;
 mod systemd;
 mod triggers;
+mod upload;

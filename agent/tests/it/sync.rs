@@ -52,7 +52,11 @@ fn guest(tag: &str, init: i32) -> Vec<u8> {
 }
 
 /// Polls `f` until `Some`, failing after `WAIT` with `what` and `context()`.
-fn poll<T>(what: &str, context: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(
+    what: &str,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = f() {
@@ -113,26 +117,72 @@ pub(crate) fn cloud_bin(name: &str) -> PathBuf {
     path
 }
 
-struct Cloud {
+pub(crate) struct Cloud {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
     dir: TempDir,
     http: ureq::Agent,
+    /// The server's stderr so far (test hooks print there).
+    stderr: Arc<Mutex<String>>,
+    /// `serve` arguments, for a restart.
+    serve_args: Vec<String>,
+}
+
+/// Starts `edgefn-cloud serve` on `dir`; returns the child, its URL and its stderr (collected).
+fn spawn_serve(
+    dir: &Path,
+    listen: &str,
+    serve_args: &[String],
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = Command::new(cloud_bin("edgefn-cloud"))
+        .args(["serve", "--listen", listen, "--dir"])
+        .arg(dir)
+        .args(serve_args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("edgefn-cloud serve exited").unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url, stderr)
 }
 
 impl Cloud {
-    fn start() -> Cloud {
+    pub(crate) fn start() -> Cloud {
         Cloud::start_with(&[])
     }
 
-    fn start_with(serve_args: &[&str]) -> Cloud {
+    pub(crate) fn start_with(serve_args: &[&str]) -> Cloud {
         Cloud::start_opts(false, serve_args)
     }
 
     /// With `tls`: HTTPS with a server certificate of a fresh CA (`ca.crt` in the cloud's
     /// directory, see [`Cloud::ca`]).
     fn start_opts(tls: bool, serve_args: &[&str]) -> Cloud {
+        Cloud::start_env(tls, serve_args, &[])
+    }
+
+    /// With environment variables for the server (test hooks).
+    pub(crate) fn start_env(tls: bool, serve_args: &[&str], env: &[(&str, &str)]) -> Cloud {
         let dir = TempDir::new("cloud");
         let o = Command::new(cloud_bin("edgefn-cloud"))
             .args(["init", "--dir"])
@@ -148,22 +198,7 @@ impl Cloud {
                 serve_args.push(dir.path().join(file).to_str().unwrap().into());
             }
         }
-        let mut child = Command::new(cloud_bin("edgefn-cloud"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir.path())
-            .args(&serve_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("edgefn-cloud serve exited").unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                break u.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, url, stderr) = spawn_serve(dir.path(), "127.0.0.1:0", &serve_args, env);
         let token = std::fs::read_to_string(dir.path().join("operator.token"))
             .unwrap()
             .trim()
@@ -193,10 +228,33 @@ impl Cloud {
             token,
             dir,
             http,
+            stderr,
+            serve_args,
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    /// The server's stderr so far.
+    pub(crate) fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `kill -9` of the server.
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same address, directory and database (after
+    /// [`Cloud::kill9`]), with `env`.
+    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) {
+        let listen = self.url.rsplit("://").next().unwrap().to_string();
+        let (child, url, stderr) = spawn_serve(self.dir.path(), &listen, &self.serve_args, env);
+        assert_eq!(url.rsplit("://").next().unwrap(), listen);
+        self.child = child;
+        self.stderr = stderr;
+    }
+
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let auth = format!("Bearer {}", self.token);
         let r = match method {
@@ -221,14 +279,14 @@ impl Cloud {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(method, path, body);
         assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
         v
     }
 
     /// Creates (or updates) `name` with `module` and publishes it; returns the version.
-    fn publish(&self, name: &str, module: &[u8]) -> u64 {
+    pub(crate) fn publish(&self, name: &str, module: &[u8]) -> u64 {
         let (s, _) = self.call(
             "PUT",
             &format!("/v1/functions/{name}"),
@@ -247,7 +305,7 @@ impl Cloud {
     }
 
     /// A one-time enrollment token for a new device in `group`.
-    fn device(&self, name: &str, group: &str) -> String {
+    pub(crate) fn device(&self, name: &str, group: &str) -> String {
         let _ = self.call("POST", "/v1/groups", Some(json!({"name": group})));
         let v = self.ok(
             "POST",
@@ -381,7 +439,12 @@ fn enrolled_agent(tag: &str, cloud_url: &str, token: &str) -> Agent {
     enrolled_agent_with(tag, cloud_url, token, CONFIG)
 }
 
-fn enrolled_agent_with(tag: &str, cloud_url: &str, token: &str, config_text: &str) -> Agent {
+pub(crate) fn enrolled_agent_with(
+    tag: &str,
+    cloud_url: &str,
+    token: &str,
+    config_text: &str,
+) -> Agent {
     let scratch = TempDir::new(&format!("cfg-{tag}"));
     let config = scratch.path().join("agent.toml");
     std::fs::write(&config, config_text).unwrap();

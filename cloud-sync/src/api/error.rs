@@ -43,6 +43,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::service::metrics::note_store_error(&e);
         match e {
             StoreError::Rule { kind, message } => match kind {
                 RuleKind::BadRequest => ApiError::bad_request(message),

@@ -4,6 +4,8 @@
 //!   [`devices`] (and groups), [`deployments`], [`keys`];
 //! - device endpoints (`Authorization: Bearer <device credential>`): [`sync`] (enroll, desired
 //!   state with ETag and long-poll, status reports, artifacts with Range);
+//! - [`telemetry`]: devices' upload batches, the fleet's logs, invocations and stats for
+//!   operators, and the cloud's own `GET /metrics` (no token: health figures only);
 //! - [`auth`]: the two bearer checks; [`error`]: the error body; [`tls`]: the rustls listener.
 
 pub mod auth;
@@ -14,6 +16,7 @@ pub mod functions;
 pub mod keys;
 pub mod mappings;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;
 
 use axum::routing::{get, post, put};
@@ -94,8 +97,17 @@ pub fn router(service: Service) -> Router {
         .route("/v1/device/desired", get(sync::desired))
         .route("/v1/device/status", post(sync::status))
         .route("/v1/artifacts/{sha256}", get(sync::artifact))
+        .route("/v1/device/telemetry", post(telemetry::upload))
+        .route("/v1/logs", get(telemetry::logs))
+        .route("/v1/invocations", get(telemetry::invocations))
+        .route("/v1/stats", get(telemetry::stats))
+        .route("/metrics", get(telemetry::metrics))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         // Module uploads travel base64 in JSON: allow 64 MiB bodies (axum's default is 2 MiB).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            telemetry::count_requests,
+        ))
         .with_state(service)
 }

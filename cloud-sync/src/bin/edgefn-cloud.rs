@@ -74,7 +74,31 @@ enum Command {
         /// How long a desired-state document is valid.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         document_ttl: Duration,
+        /// How long uploaded logs, invocation records and stats are kept (by their time),
+        /// or `forever`.
+        #[arg(long, default_value = "30d", value_parser = parse_retention)]
+        retention: Retention,
+        /// How often retention runs.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        retention_interval: Duration,
     },
+}
+
+/// `--retention`: a duration, or `None` for `forever`.
+#[derive(Clone, Debug)]
+struct Retention(Option<Duration>);
+
+/// `--retention`: a duration of at least a minute, or `forever`.
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s == "forever" {
+        return Ok(Retention(None));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is neither a duration (30d, 12h) nor `forever`: {e}"))?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("`{s}` is shorter than a minute"));
+    }
+    Ok(Retention(Some(d)))
 }
 
 fn main() -> ExitCode {
@@ -129,6 +153,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mqtt_cert,
             mqtt_key,
             document_ttl,
+            retention,
+            retention_interval,
         } => {
             let mut opts = ServeOptions::new(dir);
             opts.listen = listen;
@@ -141,6 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 client_cert: mqtt_cert.zip(mqtt_key),
             });
             opts.settings.document_ttl_ms = document_ttl.as_millis() as i64;
+            opts.settings.telemetry_retention_ms = retention.0.map(|d| d.as_millis() as i64);
+            opts.retention_interval = retention_interval;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -1,5 +1,5 @@
 //! The `edgefn` operator CLI: the registry lifecycle under the agent CLI's verb names, devices,
-//! groups, deployments and keys, as a client of the cloud API. One file per command family;
+//! groups, deployments and keys, fleet logs and stats, as a client of the cloud API. One file per command family;
 //! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
 //! (its message is printed) or a waited-for rollout did not succeed, 2 usage or connection.
 
@@ -9,9 +9,11 @@ pub mod deploy;
 pub mod device;
 pub mod function;
 pub mod key;
+pub mod logs;
 pub mod mapping;
 pub mod new;
 pub mod output;
+pub mod stats;
 
 use std::path::PathBuf;
 
@@ -95,6 +97,10 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Log records devices uploaded, across the fleet.
+    Logs(logs::LogsArgs),
+    /// Invocation statistics across the fleet (percentiles from merged histograms).
+    Stats(stats::StatsArgs),
     /// Create a function project from a template (Rust or C, with its own copy of the SDK).
     New {
         /// The function's name (also the project's directory unless --dir).
@@ -153,6 +159,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),
         Command::Key(cmd) => key::run(&c, json, cmd),
+        Command::Logs(a) => logs::run(&c, json, a),
+        Command::Stats(a) => stats::run(&c, json, a),
         Command::New { .. } | Command::Build { .. } => unreachable!("handled above"),
     }
 }

@@ -13,15 +13,19 @@
 //! - [`names`]: function/alias names and qualifiers (the agent's rules).
 //! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
 //! - [`check`]: [`ModuleCheck`], the same module check on a download as it arrives (and resumes).
+//! - [`telemetry`]: log/invocation/stats upload batches, their answer and their compression.
+//! - [`histogram`]: the mergeable histogram that stats buckets carry (agent and cloud merge it).
 
 pub mod check;
 pub mod desired;
 pub mod enroll;
+pub mod histogram;
 pub mod keycert;
 pub mod manifest;
 pub mod names;
 pub mod signed;
 pub mod status;
+pub mod telemetry;
 pub mod verify;
 
 pub use check::ModuleCheck;
@@ -38,6 +42,8 @@ pub mod paths {
     pub const ENROLL: &str = "/v1/enroll";
     pub const DESIRED: &str = "/v1/device/desired";
     pub const STATUS: &str = "/v1/device/status";
+    /// Telemetry upload batches (zlib-compressed JSON).
+    pub const TELEMETRY: &str = "/v1/device/telemetry";
     /// Followed by `/{sha256}`.
     pub const ARTIFACTS: &str = "/v1/artifacts";
 }

@@ -104,6 +104,8 @@ pub struct ServeOptions {
     pub mqtt: Option<nudge::BrokerOptions>,
     /// How often the store's change revision is polled (changes made by other replicas).
     pub revision_poll: Duration,
+    /// How often telemetry retention (`settings.telemetry_retention_ms`) runs.
+    pub retention_interval: Duration,
 }
 
 impl ServeOptions {
@@ -118,6 +120,7 @@ impl ServeOptions {
             tick: Duration::from_millis(250),
             mqtt: None,
             revision_poll: Duration::from_millis(500),
+            retention_interval: Duration::from_secs(60),
         }
     }
 }
@@ -238,6 +241,24 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         nudge::start(service.clone(), broker)?;
     }
     tokio::spawn(service.clone().watch_revision(opts.revision_poll));
+    if let Some(max_age_ms) = opts.settings.telemetry_retention_ms {
+        let pruner = service.clone();
+        let period = opts.retention_interval;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match pruner.prune_telemetry(max_age_ms).await {
+                    Ok(p) => pruner.metrics.pruned(&p),
+                    Err(e) => {
+                        crate::service::metrics::note_store_error(&e);
+                        eprintln!("telemetry retention: {e}");
+                    }
+                }
+            }
+        });
+    }
     let ticker = service.clone();
     let period = opts.tick;
     tokio::spawn(async move {

@@ -10,6 +10,10 @@
 //! - [`desired`]: building, signing and caching a device's desired-state document.
 //! - [`deployments`]: creating deployments, per-device state, status reports, cancel.
 //! - [`rollout`]: the rollout state machine (batches, health wait, failure threshold, rollback).
+//! - [`telemetry`]: devices' upload batches stored exactly once; cloud retention of them.
+//! - [`fleet_logs`], [`fleet_stats`]: queries over uploaded logs, invocations and stats buckets
+//!   (percentiles from merged histograms).
+//! - [`metrics`]: the cloud's own Prometheus metrics.
 //!
 //! Every change that may alter a device's desired state calls [`Service::changed`], which wakes
 //! long-polls in this process; other replicas notice within their poll interval.
@@ -19,11 +23,15 @@ pub mod artifacts;
 pub mod deployments;
 pub mod desired;
 pub mod devices;
+pub mod fleet_logs;
+pub mod fleet_stats;
 pub mod functions;
 pub mod groups;
 pub mod mappings;
+pub mod metrics;
 pub mod rollout;
 pub mod signing;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -37,6 +45,8 @@ use crate::store::{Store, StoreError};
 pub struct Settings {
     /// How long a desired-state document is valid (re-issued after half of it).
     pub document_ttl_ms: i64,
+    /// How long uploaded telemetry is kept (`serve --retention`; `None` = for ever).
+    pub telemetry_retention_ms: Option<i64>,
     /// Validity of signing keys made by `key rotate`.
     pub key_validity_ms: i64,
     /// How long an enrollment token is valid.
@@ -47,6 +57,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             document_ttl_ms: 7 * 24 * 3600 * 1000,
+            telemetry_retention_ms: Some(30 * 24 * 3600 * 1000),
             key_validity_ms: 365 * 24 * 3600 * 1000,
             enroll_token_ttl_ms: 24 * 3600 * 1000,
         }
@@ -65,6 +76,8 @@ pub struct Service {
     pub root_secret: Option<Arc<ed25519_dalek::SigningKey>>,
     /// sha256 of the operator token.
     pub operator_token_hash: String,
+    /// The cloud's own metrics (`GET /metrics`).
+    pub metrics: Arc<metrics::CloudMetrics>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -84,6 +97,7 @@ impl Service {
             root_public,
             root_secret: root_secret.map(Arc::new),
             operator_token_hash,
+            metrics: Arc::new(metrics::CloudMetrics::default()),
             changes: Arc::new(watch::channel(0).0),
         }
     }

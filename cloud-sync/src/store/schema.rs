@@ -2,7 +2,8 @@
 //! Portable types only (see the module docs of [`super`]).
 
 /// Migration `i + 1` is `MIGRATIONS[i]`: statements separated by `;`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE revision (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO revision (id, value) VALUES (1, 0);
@@ -111,7 +112,88 @@ CREATE TABLE deployment_devices (
     error TEXT,
     PRIMARY KEY (deployment_id, device_id)
 )
-"#];
+"#,
+    // 2: telemetry upload (docs/cloud-api.md, "Telemetry upload"). A batch is stored once per
+    // (device, batch_seq); records are keyed by the device's own positions, so even a record
+    // sent twice in different batches would be stored once. Stats buckets are the device's
+    // cumulative per-minute buckets, replaced on upload.
+    r#"
+CREATE TABLE telemetry_batches (
+    device_id TEXT NOT NULL,
+    batch_seq BIGINT NOT NULL,
+    logs_to BIGINT NOT NULL,
+    invocations_to BIGINT NOT NULL,
+    logs BIGINT NOT NULL,
+    invocations BIGINT NOT NULL,
+    stats BIGINT NOT NULL,
+    wire_bytes BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (device_id, batch_seq)
+);
+CREATE TABLE device_telemetry (
+    device_id TEXT PRIMARY KEY,
+    last_batch_seq BIGINT NOT NULL,
+    last_received_ms BIGINT NOT NULL,
+    dropped_logs BIGINT NOT NULL,
+    dropped_invocations BIGINT NOT NULL
+);
+CREATE TABLE device_logs (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    level BIGINT NOT NULL,
+    function TEXT,
+    version BIGINT,
+    invocation_id TEXT,
+    text TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX device_logs_by_time ON device_logs (time_ms);
+CREATE INDEX device_logs_by_function ON device_logs (function, time_ms);
+CREATE INDEX device_logs_by_invocation ON device_logs (invocation_id);
+CREATE INDEX device_logs_by_received ON device_logs (received_ms);
+CREATE TABLE device_invocations (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version BIGINT,
+    qualifier TEXT NOT NULL,
+    source TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    event_time_ms BIGINT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL,
+    fuel_used BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX device_invocations_by_start ON device_invocations (start_ms);
+CREATE INDEX device_invocations_by_id ON device_invocations (id);
+CREATE TABLE device_stats (
+    device_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version_key TEXT NOT NULL,
+    minute_ms BIGINT NOT NULL,
+    invocations BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    throttles BIGINT NOT NULL,
+    retries BIGINT NOT NULL,
+    fuel_sum BIGINT NOT NULL,
+    duration_sum_us BIGINT NOT NULL,
+    latency_sum_us BIGINT NOT NULL,
+    duration_hist BYTEA NOT NULL,
+    latency_hist BYTEA NOT NULL,
+    PRIMARY KEY (device_id, function, version_key, minute_ms)
+);
+CREATE INDEX device_stats_by_minute ON device_stats (minute_ms)
+"#,
+];
 
 /// The statements of one migration.
 pub fn statements(migration: &str) -> impl Iterator<Item = &str> {

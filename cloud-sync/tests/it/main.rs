@@ -10,4 +10,5 @@ mod nudge;
 mod registry;
 mod replicas;
 mod rollouts;
+mod telemetry;
 mod verify;

@@ -1,4 +1,6 @@
 //! A mergeable log-linear histogram of non-negative integers (the agent records microseconds).
+//! Part of the sync protocol: uploaded stats buckets carry its binary form and the cloud merges
+//! them (docs/cloud-api.md, "Telemetry upload"), so both sides share this one definition.
 //!
 //! Layout, fixed for every histogram so that any two merge by adding counts:
 //!
