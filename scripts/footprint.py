@@ -3,6 +3,7 @@
 
     scripts/footprint.py [--agent BIN] [--qemu qemu-aarch64 --sysroot /usr/aarch64-linux-gnu]
                          [--cli BIN] [--runs 11] [--load 5000] [--typical-seconds 120]
+                         [--config agent.toml] [--skip ready,idle,load,typical]
 
 Measures, for one agent binary (natively, or under qemu-user when --qemu is given):
   - start-to-ready: spawn `run` until GET /v1/health answers (median and spread of --runs), on a
@@ -66,6 +67,46 @@ def kib(v):
     return int(v.split()[0])
 
 
+def rss_breakdown(pid, binary):
+    """Where the resident memory is, from /proc/PID/smaps: the agent's own file (its code and
+    read-only data), other files (libc, ...), the main heap ([heap], glibc's main arena), thread
+    stacks (anonymous mappings directly above a guard page), other anonymous memory (glibc's
+    per-thread arenas, large allocations that malloc mmaps, wasmi linear memories) and shared
+    memory (SQLite's WAL index). KiB."""
+    out = {"binary": 0, "libs": 0, "heap": 0, "stacks": 0, "anon": 0, "shm": 0}
+    binary = os.path.realpath(binary)
+    prev_guard_end = None
+    cur = None
+    anon = []  # (rss, size) of each anonymous mapping, for the biggest ones
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                perms, path = fields[1], " ".join(fields[5:])
+                if path == binary:
+                    cur = "binary"
+                elif path == "[heap]":
+                    cur = "heap"
+                elif path.startswith("/dev/shm") or path.endswith("-shm") or perms[3] == "s":
+                    cur = "shm"
+                elif path.startswith("/") or path.startswith("["):
+                    cur = "libs"
+                elif lo == prev_guard_end:
+                    cur = "stacks"
+                else:
+                    cur = "anon"
+                    anon.append([0, (hi - lo) >> 10])
+                prev_guard_end = hi if perms.startswith("---p") and hi - lo <= 64 << 10 else None
+            elif fields[0] == "Rss:":
+                out[cur] += int(fields[1])
+                if cur == "anon":
+                    anon[-1][0] = int(fields[1])
+    anon.sort(reverse=True)
+    out["biggest anon (rss/size)"] = " ".join(f"{r}/{z}" for r, z in anon[:6])
+    return out
+
+
 def proc_io(pid):
     out = {}
     with open(f"/proc/{pid}/io") as f:
@@ -94,7 +135,7 @@ class Agent:
         cmd = self.prefix(args.agent) + [
             "run", "--data-dir", data_dir, "--api", f"127.0.0.1:{self.port}",
             "--http", http, "--mqtt", mqtt, *extra,
-        ]
+        ] + (["--config", args.config] if args.config else [])
         self.log = open(os.path.join(os.path.dirname(data_dir), os.path.basename(data_dir) + ".log"), "w")
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
@@ -168,6 +209,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default=os.path.join(TOP, "target/release/edgefn-agent"))
     p.add_argument("--cli", help="native binary for the CLI verbs (default: --agent, under qemu if given)")
+    p.add_argument("--config", help="agent config file passed to `run --config` (e.g. [store] cache_kib)")
     p.add_argument("--qemu")
     p.add_argument("--sysroot")
     p.add_argument("--runs", type=int, default=11)
@@ -221,6 +263,10 @@ def main():
             print(f"idle with 10 functions: RSS {kib(st['VmRSS']) / 1024:.1f} MiB "
                   f"(peak so far {kib(st['VmHWM']) / 1024:.1f} MiB), {st['Threads']} threads")
             result["idle_rss_kib"] = kib(st["VmRSS"])
+            if not args.qemu:
+                b = rss_breakdown(pid, args.agent)
+                print("idle RSS by kind (KiB): " + ", ".join(f"{k} {v}" for k, v in b.items()))
+                result["idle_rss_breakdown_kib"] = b
 
         if "load" not in skip:
             before = invocations(a, "celsius")

@@ -90,6 +90,9 @@ workers = 0
 synchronous = "normal"
 # Invocations committed together in one transaction at most (group commit).
 max_batch = 256
+# SQLite page cache of each of the store's three connections, in KiB (at most; it fills as
+# pages are read). More helps big log and stats queries a little and costs RAM.
+cache_kib = 2048
 
 [retention]
 # Log and invocation records older than this are deleted ("7d", "12h", ...).
@@ -128,6 +131,8 @@ pub enum ConfigError {
 pub struct AgentConfig {
     /// Data directory (`None`: resolved by [`crate::paths::default_data_dir`]).
     pub data_dir: Option<PathBuf>,
+    /// SQLite page cache per store connection, KiB (`[store] cache_kib`).
+    pub cache_kib: u32,
     /// Admin API listen address.
     pub api_listen: SocketAddr,
     /// Invocation worker threads (0 = CPU cores).
@@ -314,6 +319,7 @@ struct RawRuntime {
 struct RawStore {
     synchronous: Option<String>,
     max_batch: Option<usize>,
+    cache_kib: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -362,6 +368,12 @@ impl AgentConfig {
                 let v = v.unwrap_or(default);
                 humantime::parse_duration(v).map_err(|e| err(format!("{key}: `{v}`: {e}")))
             };
+        let cache_kib = raw.store.cache_kib.unwrap_or(2048);
+        if !(64..=1 << 20).contains(&cache_kib) {
+            return Err(err(format!(
+                "store.cache_kib must be 64..=1048576, not {cache_kib}"
+            )));
+        }
         let max_batch = raw.store.max_batch.unwrap_or(256);
         if max_batch == 0 {
             return Err(err("store.max_batch must be at least 1".into()));
@@ -467,6 +479,7 @@ impl AgentConfig {
             api_listen,
             workers: raw.runtime.workers.unwrap_or(0),
             sync_full,
+            cache_kib,
             max_batch,
             max_age: duration("retention.max_age", raw.retention.max_age.as_deref(), "7d")?,
             max_log_records: raw.retention.max_log_records.unwrap_or(200_000),
@@ -550,6 +563,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upload.batch_records"), "{e}");
+        let e = AgentConfig::parse("[store]\ncache_kib = 1", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.cache_kib"), "{e}");
         let e = AgentConfig::parse("[apii]\n", Path::new("a.toml"))
             .unwrap_err()
             .to_string();

@@ -9,6 +9,7 @@
 //! - [`sync`]: cloud sync: enrollment, the desired state (verify, stage, activate), health
 //!   and rollback, status reports, nudges (docs/cloud-api.md).
 //! - `broker`: the embedded MQTT 3.1.1 broker (rumqttd; feature `embedded-broker`).
+//! - [`memory`]: glibc malloc settings (arena cap, trimming) for small gateways.
 //! - [`systemd`]: readiness and watchdog notifications under a `Type=notify` unit.
 //! - `cli`: the `edgefn-agent` command line (the binary's only consumer).
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod daemon;
+pub mod memory;
 pub mod paths;
 pub mod pool;
 pub mod runtime;

@@ -46,6 +46,8 @@ pub fn print_config() -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Before any thread starts: every thread's arena would otherwise keep its own free memory.
+    edgefn_agent::memory::limit_arenas();
     edgefn_agent::triggers::mqtt::install_crypto_provider();
     let mut config = match &args.config {
         Some(p) => AgentConfig::load(p)?,
@@ -88,6 +90,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             Synchronous::Normal
         },
+        cache_kib: config.cache_kib,
         ..StoreOptions::default()
     };
     let db = data_dir.join("agent.db");

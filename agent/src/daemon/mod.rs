@@ -292,6 +292,9 @@ impl Daemon {
             let d = self.clone();
             let result = tokio::task::spawn_blocking(move || {
                 d.inner.store.prune(&d.inner.retention)?;
+                // Hand what pruning (and the invocations since the last pass) freed back to
+                // the kernel: a gateway's RSS should fall back after a burst.
+                crate::memory::trim();
                 d.inner.store.dropped_totals()
             })
             .await;
