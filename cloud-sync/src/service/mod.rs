@@ -7,12 +7,15 @@
 //! - [`signing`]: signing keys in the store: import, the active key, rotation, retirement.
 //! - [`devices`]: enrollment tokens, enrollment, device credentials, device records.
 //! - [`groups`]: device groups.
-//! - [`desired`]: building, signing and caching a device's desired-state document.
+//! - [`desired`]: building, signing and caching a device's desired-state document, and the
+//!   in-memory sequence per device that answers unchanged polls.
+//! - [`presence`]: when devices were last seen, noted in memory and written in batches.
 //! - [`deployments`]: creating deployments, per-device state, status reports, cancel.
 //! - [`rollout`]: the rollout state machine (batches, health wait, failure threshold, rollback).
 //!
 //! Every change that may alter a device's desired state calls [`Service::changed`], which wakes
-//! long-polls in this process; other replicas notice within their poll interval.
+//! long-polls in this process and moves its change generation (the document cache's validity);
+//! other replicas notice within their poll interval.
 
 pub mod aliases;
 pub mod artifacts;
@@ -22,6 +25,7 @@ pub mod devices;
 pub mod functions;
 pub mod groups;
 pub mod mappings;
+pub mod presence;
 pub mod rollout;
 pub mod signing;
 
@@ -65,7 +69,14 @@ pub struct Service {
     pub root_secret: Option<Arc<ed25519_dalek::SigningKey>>,
     /// sha256 of the operator token.
     pub operator_token_hash: String,
+    /// The change generation: moves on every [`Service::changed`] here and on every change
+    /// another replica made (seen through the store's revision). Long-polls wait on it.
     changes: Arc<watch::Sender<u64>>,
+    /// Per device, the sequence of its current document at a generation, so unchanged polls
+    /// are answered without the store.
+    documents: Arc<desired::DocCache>,
+    /// Last-seen times noted by device requests, written to the store in batches.
+    presence: Arc<presence::Presence>,
 }
 
 impl Service {
@@ -85,7 +96,14 @@ impl Service {
             root_secret: root_secret.map(Arc::new),
             operator_token_hash,
             changes: Arc::new(watch::channel(0).0),
+            documents: Arc::default(),
+            presence: Arc::default(),
         }
+    }
+
+    /// The current change generation (see [`Service::changed`]).
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
     }
 
     /// Something that may change desired states happened: wake long-polls here, and bump the
@@ -115,7 +133,7 @@ impl Service {
         loop {
             let current = self
                 .store
-                .tx(|tx| {
+                .read(|tx| {
                     tx.query_one("SELECT value FROM revision WHERE id = 1", &[])?
                         .i64(0)
                 })
