@@ -184,7 +184,9 @@ impl Service {
             .read(|tx| {
                 let rows =
                     tx.query(&format!("SELECT {COLUMNS} FROM devices ORDER BY name"), &[])?;
-                rows.iter().map(|r| from_row(tx, r)).collect::<Result<Vec<_>>>()
+                rows.iter()
+                    .map(|r| from_row(tx, r))
+                    .collect::<Result<Vec<_>>>()
             })
             .await?;
         for d in &mut devices {

@@ -2,7 +2,8 @@
 //! Portable types only (see the module docs of [`super`]).
 
 /// Migration `i + 1` is `MIGRATIONS[i]`: statements separated by `;`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE revision (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO revision (id, value) VALUES (1, 0);
@@ -112,16 +113,17 @@ CREATE TABLE deployment_devices (
     PRIMARY KEY (deployment_id, device_id)
 )
 "#,
-// 2: the lookups every device request and enrollment makes, so that none of them scans a table
-// that grows with the fleet (the credential and the one-time token are looked up by hash; a
-// device's groups and deployment states by device).
-r#"
+    // 2: the lookups every device request and enrollment makes, so that none of them scans a table
+    // that grows with the fleet (the credential and the one-time token are looked up by hash; a
+    // device's groups and deployment states by device).
+    r#"
 CREATE UNIQUE INDEX devices_credential_hash ON devices (credential_hash);
 CREATE UNIQUE INDEX devices_enroll_token_hash ON devices (enroll_token_hash);
 CREATE INDEX group_members_device ON group_members (device_id);
 CREATE INDEX deployment_devices_device ON deployment_devices (device_id);
 CREATE INDEX deployments_status ON deployments (status)
-"#];
+"#,
+];
 
 /// The statements of one migration.
 pub fn statements(migration: &str) -> impl Iterator<Item = &str> {

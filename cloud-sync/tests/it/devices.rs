@@ -289,7 +289,12 @@ fn polls_from_memory(backend: Backend) {
     let etag = devs[0].etag.clone().unwrap();
     let poll = |d: &Device, etag: &str| {
         d.http
-            .raw("GET", "/v1/device/desired", None, &[("if-none-match", etag)])
+            .raw(
+                "GET",
+                "/v1/device/desired",
+                None,
+                &[("if-none-match", etag)],
+            )
             .0
     };
     for _ in 0..3 {
@@ -343,7 +348,10 @@ fn polls_from_memory(backend: Backend) {
         .as_i64();
     assert_eq!(stored, Some(seen1));
 }
-both!(polls_answered_from_memory_see_changes_and_revocation, polls_from_memory);
+both!(
+    polls_answered_from_memory_see_changes_and_revocation,
+    polls_from_memory
+);
 
 /// 16 devices created, enrolled, fetching their documents and reporting at once, while the
 /// operator deploys to their group: every request succeeds (on PostgreSQL the serializable
@@ -364,12 +372,8 @@ fn concurrent_writes(backend: Backend) {
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(N + 2));
     let threads: Vec<_> = (0..N)
         .map(|i| {
-            let (url, token, barrier, dep) = (
-                s.url.clone(),
-                s.token.clone(),
-                barrier.clone(),
-                dep.clone(),
-            );
+            let (url, token, barrier, dep) =
+                (s.url.clone(), s.token.clone(), barrier.clone(), dep.clone());
             std::thread::spawn(move || {
                 let op = Http::new(&url, &token);
                 barrier.wait();
@@ -423,4 +427,7 @@ fn concurrent_writes(backend: Backend) {
         .iter()
         .all(|d| d["enrolled"] == true && d["sequence"].as_u64() >= Some(1)));
 }
-both!(concurrent_enrollments_reports_and_deployments_all_succeed, concurrent_writes);
+both!(
+    concurrent_enrollments_reports_and_deployments_all_succeed,
+    concurrent_writes
+);
