@@ -58,8 +58,12 @@ health_failures = 3
 # local state).
 retry_max = "60s"
 # A cloud-side MQTT broker to take nudges from (edgefn/devices/{id}/desired), e.g.
-# "mqtt://cloud-broker:1883". "" = none (the long-poll alone).
+# "mqtt://cloud-broker:1883" or "mqtts://cloud-broker:8883" (TLS). "" = none (the long-poll
+# alone). It is not the [mqtt] broker above: its TLS files are set here.
 mqtt = ""
+# mqtt_ca_file = "/etc/edgefn/cloud-ca.pem"        # default: the system's CA certificates
+# mqtt_cert_file = "/etc/edgefn/cloud-client.pem"  # client certificate and key, if the broker
+# mqtt_key_file = "/etc/edgefn/cloud-client.key"   # wants one
 
 [upload]
 # Telemetry upload to the cloud (docs/cloud-api.md, "Telemetry upload"): log records,
@@ -277,6 +281,9 @@ struct RawCloud {
     health_failures: Option<u64>,
     retry_max: Option<String>,
     mqtt: Option<String>,
+    mqtt_ca_file: Option<PathBuf>,
+    mqtt_cert_file: Option<PathBuf>,
+    mqtt_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,12 +433,32 @@ impl AgentConfig {
             return Err(err("cloud.poll_wait must be 1s..=300s".into()));
         }
         let nudge_mqtt = match c.mqtt.as_deref().unwrap_or("").trim() {
-            "" => None,
-            u if u.starts_with("mqtt://") => Some(u.to_string()),
+            "" => {
+                if c.mqtt_ca_file.is_some() || c.mqtt_cert_file.is_some() {
+                    return Err(err(
+                        "cloud.mqtt_ca_file and cloud.mqtt_cert_file need cloud.mqtt".into(),
+                    ));
+                }
+                None
+            }
             u => {
-                return Err(err(format!(
-                    "cloud.mqtt: `{u}` is not \"\" or mqtt://HOST:PORT"
-                )))
+                // The client id is the device's (sync::nudge), known once enrolled.
+                let mut m = crate::triggers::mqtt::MqttConfig::from_url(u, "")
+                    .map_err(|e| err(format!("cloud.mqtt: {e}")))?;
+                if c.mqtt_cert_file.is_some() != c.mqtt_key_file.is_some() {
+                    return Err(err(
+                        "cloud.mqtt_cert_file and cloud.mqtt_key_file go together".into(),
+                    ));
+                }
+                if !m.tls && (c.mqtt_ca_file.is_some() || c.mqtt_cert_file.is_some()) {
+                    return Err(err(format!(
+                        "cloud.mqtt_ca_file and cloud.mqtt_cert_file are for mqtts:// (cloud.mqtt is `{u}`)"
+                    )));
+                }
+                m.version = 3;
+                m.ca_file = c.mqtt_ca_file;
+                m.client_cert = c.mqtt_cert_file.zip(c.mqtt_key_file);
+                Some(m)
             }
         };
         let cloud = crate::sync::SyncSettings {
@@ -571,5 +598,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("apii"), "{e}");
+    }
+
+    #[test]
+    fn the_nudge_broker_takes_mqtts_with_its_own_tls_files() {
+        let parse = |t: &str| AgentConfig::parse(t, Path::new("a.toml"));
+        let c = parse("[cloud]\nmqtt = \"mqtt://cloud:1884\"").unwrap();
+        let m = c.cloud.nudge_mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port, m.tls), ("cloud", 1884, false));
+        let c = parse(
+            "[cloud]\nmqtt = \"mqtts://cloud\"\nmqtt_ca_file = \"/ca.pem\"\n\
+             mqtt_cert_file = \"/c.pem\"\nmqtt_key_file = \"/c.key\"",
+        )
+        .unwrap();
+        let m = c.cloud.nudge_mqtt.unwrap();
+        assert_eq!((m.port, m.tls), (8883, true));
+        assert_eq!(m.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            m.client_cert,
+            Some(("/c.pem".into(), "/c.key".into())),
+            "{m:?}"
+        );
+        assert_eq!(c.mqtt.ca_file, None, "[mqtt] is another broker");
+        for (text, want) in [
+            ("mqtt = \"http://x\"", "cloud.mqtt"),
+            (
+                "mqtt = \"mqtts://x\"\nmqtt_cert_file = \"/c.pem\"",
+                "go together",
+            ),
+            (
+                "mqtt = \"mqtt://x\"\nmqtt_ca_file = \"/ca.pem\"",
+                "are for mqtts://",
+            ),
+            ("mqtt_ca_file = \"/ca.pem\"", "need cloud.mqtt"),
+        ] {
+            let e = parse(&format!("[cloud]\n{text}")).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

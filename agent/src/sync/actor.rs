@@ -50,8 +50,10 @@ pub struct SyncSettings {
     pub health_failures: u64,
     /// Longest pause between retries while the cloud is unreachable.
     pub retry_max: Duration,
-    /// A cloud-side MQTT broker to take nudges from (`mqtt://HOST:PORT`).
-    pub nudge_mqtt: Option<String>,
+    /// A cloud-side MQTT broker to take nudges from (`mqtt://` or `mqtts://` with its own CA
+    /// and client certificate: the same connection options as the trigger link's broker, set
+    /// separately under `[cloud]`).
+    pub nudge_mqtt: Option<crate::triggers::mqtt::MqttConfig>,
 }
 
 impl Default for SyncSettings {

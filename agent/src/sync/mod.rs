@@ -72,8 +72,8 @@ pub fn start(
     let (tx, rx) = mpsc::channel();
     let device_id = enrollment.device_id.clone();
     let cloud = enrollment.cloud.clone();
-    if let Some(url) = settings.nudge_mqtt.clone() {
-        nudge::start(&url, &device_id, tx.clone())?;
+    if let Some(broker) = &settings.nudge_mqtt {
+        nudge::start(broker, &device_id, tx.clone())?;
     }
     if upload.enabled {
         let client = CloudClient::new(

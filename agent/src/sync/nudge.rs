@@ -1,8 +1,9 @@
-//! Nudges (docs/cloud-api.md, "Nudges"): with `[cloud] mqtt = "mqtt://HOST:PORT"` the agent
-//! subscribes (QoS 1) to `edgefn/devices/{device_id}/desired` on the cloud-side broker and
-//! pokes the sync actor for every `{"sequence": N}` there. A nudge carries nothing to trust:
-//! the actor fetches and verifies the document as always. Plain MQTT 3.1.1 (the cloud nudges
-//! over plain MQTT for now); reconnects on its own.
+//! Nudges (docs/cloud-api.md, "Nudges"): with `[cloud] mqtt = "mqtt://HOST:PORT"` (or
+//! `mqtts://`, TLS with `[cloud] mqtt_ca_file`, `mqtt_cert_file`/`mqtt_key_file`) the agent
+//! subscribes (QoS 1) to `edgefn/devices/{device_id}/desired` on the cloud-side broker and pokes
+//! the sync actor for every `{"sequence": N}` there. A nudge carries nothing to trust: the actor
+//! fetches and verifies the document as always. MQTT 3.1.1, over the same connection options
+//! (and TLS code: rustls, ring) as the trigger link; reconnects on its own.
 
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -10,28 +11,37 @@ use std::time::Duration;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 use super::SyncMessage;
+use crate::triggers::mqtt::MqttConfig;
 
 /// The nudge topic of a device.
 pub fn topic(device_id: &str) -> String {
     format!("edgefn/devices/{device_id}/desired")
 }
 
-/// Starts the subscription on a thread of its own.
-pub fn start(url: &str, device_id: &str, inbox: Sender<SyncMessage>) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| format!("cloud.mqtt {url:?}: expected mqtt://HOST[:PORT]"))?;
-    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_owned(),
-            p.parse::<u16>()
-                .map_err(|_| format!("cloud.mqtt {url:?}: bad port"))?,
-        ),
-        None => (rest.trim_end_matches('/').to_owned(), 1883),
-    };
-    let mut options = MqttOptions::new(format!("edgefn-nudge-{device_id}"), host, port);
-    options.set_keep_alive(Duration::from_secs(30));
+/// Starts the subscription on a thread of its own. Fails (naming the file) when the TLS files
+/// cannot be used.
+pub fn start(
+    broker: &MqttConfig,
+    device_id: &str,
+    inbox: Sender<SyncMessage>,
+) -> Result<(), String> {
+    let mut options = MqttOptions::new(
+        format!("edgefn-nudge-{device_id}"),
+        broker.host.clone(),
+        broker.port,
+    );
+    options.set_keep_alive(broker.keep_alive);
+    options.set_transport(
+        broker
+            .transport()
+            .map_err(|e| format!("cloud.mqtt {}:{}: {e}", broker.host, broker.port))?,
+    );
+    if let Some((user, password)) = &broker.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
     let topic = topic(device_id);
+    let scheme = if broker.tls { "mqtts" } else { "mqtt" };
+    let at = format!("{scheme}://{}:{}", broker.host, broker.port);
     std::thread::Builder::new()
         .name("edgefn-nudge".into())
         .spawn(move || {
@@ -44,7 +54,7 @@ pub fn start(url: &str, device_id: &str, inbox: Sender<SyncMessage>) -> Result<(
                         if let Err(e) = client.try_subscribe(&topic, QoS::AtLeastOnce) {
                             eprintln!("edgefn-agent: sync: cannot subscribe to {topic}: {e}");
                         } else {
-                            eprintln!("edgefn-agent: sync: taking nudges on {topic}");
+                            eprintln!("edgefn-agent: sync: taking nudges on {topic} at {at}");
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -59,7 +69,7 @@ pub fn start(url: &str, device_id: &str, inbox: Sender<SyncMessage>) -> Result<(
                     Ok(_) => {}
                     Err(e) => {
                         if !down {
-                            eprintln!("edgefn-agent: sync: nudge broker: {e}; reconnecting");
+                            eprintln!("edgefn-agent: sync: nudge broker {at}: {e}; reconnecting");
                             down = true;
                         }
                         std::thread::sleep(Duration::from_secs(1));

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::daemon_support::{cli_bare, Agent};
 use crate::support::{wat, TempDir};
+use crate::triggers::{free_port, test_pki, Broker};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -118,7 +119,8 @@ pub(crate) fn cloud_bin(name: &str) -> PathBuf {
 }
 
 pub(crate) struct Cloud {
-    child: Child,
+    /// `None` while stopped ([`Cloud::kill9`]).
+    child: Option<Child>,
     pub(crate) url: String,
     pub(crate) token: String,
     dir: TempDir,
@@ -223,7 +225,7 @@ impl Cloud {
         }
         let http = config.build().new_agent();
         Cloud {
-            child,
+            child: Some(child),
             url,
             token,
             dir,
@@ -240,17 +242,20 @@ impl Cloud {
 
     /// `kill -9` of the server.
     pub(crate) fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts the server again on the same address, directory and database (after
     /// [`Cloud::kill9`]), with `env`.
     pub(crate) fn restart(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "stop the cloud first");
         let listen = self.url.rsplit("://").next().unwrap().to_string();
         let (child, url, stderr) = spawn_serve(self.dir.path(), &listen, &self.serve_args, env);
         assert_eq!(url.rsplit("://").next().unwrap(), listen);
-        self.child = child;
+        self.child = Some(child);
         self.stderr = stderr;
     }
 
@@ -426,8 +431,7 @@ fn make_certs(d: &Path) {
 
 impl Drop for Cloud {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
@@ -765,6 +769,172 @@ fn nudges_over_mqtt() {
                 .then_some(())
         },
     );
+}
+
+/// Nudges over `mqtts://` with a client certificate: a private Mosquitto with TLS only (client
+/// certificates required, a test CA); the cloud publishes through it and the agent subscribes
+/// with `[cloud] mqtt_ca_file`, `mqtt_cert_file` and `mqtt_key_file`.
+#[test]
+fn nudges_over_mqtts_with_a_client_certificate() {
+    let pki = TempDir::new("nudge-pki");
+    test_pki(pki.path());
+    let tls_port = free_port();
+    let p = pki.path().to_path_buf();
+    let _broker = Broker::start_with("nudge-tls", move |_, _| {
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\n\
+             keyfile {0}/server.key\nrequire_certificate true\n",
+            p.display()
+        )
+    });
+    let file = |f: &str| pki.path().join(f).to_str().unwrap().to_string();
+    let url = format!("mqtts://localhost:{tls_port}");
+    let cloud = Cloud::start_with(&[
+        "--mqtt",
+        &url,
+        "--mqtt-ca",
+        &file("ca.pem"),
+        "--mqtt-cert",
+        &file("client.pem"),
+        "--mqtt-key",
+        &file("client.key"),
+    ]);
+    let token = cloud.device("pi-nt", "nt");
+    let a = enrolled_agent_with(
+        "sync-nudge-tls",
+        &cloud.url,
+        &token,
+        &format!(
+            "[cloud]\npoll_wait = \"300s\"\nhealth_window = \"1s\"\nmqtt = \"{url}\"\n\
+             mqtt_ca_file = \"{}\"\nmqtt_cert_file = \"{}\"\nmqtt_key_file = \"{}\"\n",
+            file("ca.pem"),
+            file("client.pem"),
+            file("client.key")
+        ),
+    );
+    poll(
+        "the nudge subscription over TLS",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("taking nudges on edgefn/devices/")
+                .then_some(())
+        },
+    );
+    assert!(
+        a.stderr_text().contains(&format!("at {url}")),
+        "{}",
+        a.stderr_text()
+    );
+    cloud.publish("nudged", &guest("tls-hi", 0));
+    cloud.deploy(json!({"group": "nt", "functions": ["nudged:1"]}));
+    wait_answer(&a, "nudged", "1", "tls-hi");
+    poll(
+        "a nudge over TLS",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("sync: nudged (sequence")
+                .then_some(())
+        },
+    );
+}
+
+/// A 90/10 canary alias deployed through the cloud: the agents hold the alias with its second
+/// version and weight, and invocations of the alias split between the two versions.
+#[test]
+fn alias_canary_90_10_through_the_cloud() {
+    let cloud = Cloud::start();
+    let agents: Vec<Agent> = (1..=2)
+        .map(|i| {
+            let t = cloud.device(&format!("pi-c{i}"), "canary");
+            enrolled_agent(&format!("sync-canary{i}"), &cloud.url, &t)
+        })
+        .collect();
+    assert_eq!(cloud.publish("hello", &guest("stable", 0)), 1);
+    assert_eq!(cloud.publish("hello", &guest("canary", 0)), 2);
+    cloud.ok(
+        "PUT",
+        "/v1/functions/hello/aliases/prod",
+        Some(json!({"version": 1, "also_version": 2, "weight": 0.1})),
+    );
+    let dep = cloud.deploy(json!({"group": "canary", "functions": ["hello:prod"]}));
+    let refs: Vec<&Agent> = agents.iter().collect();
+    cloud.wait_status(&dep, "succeeded", &refs);
+    for a in &agents {
+        let aliases = a.http().get("/v1/functions/hello/aliases").json();
+        let prod = aliases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "prod")
+            .unwrap_or_else(|| panic!("no alias prod on the agent: {aliases}"));
+        assert_eq!(
+            (
+                &prod["version"],
+                &prod["also_version"],
+                prod["weight"].as_f64()
+            ),
+            (&json!(1), &json!(2), Some(0.1)),
+            "{prod}"
+        );
+    }
+    // 400 invocations: the canary's share is 10% (binomial: mean 40, sd 6); the bounds are
+    // 4 sd wide, so a correct split fails them about once in 15,000 runs, and an alias that
+    // ignores the weight (0 or 400 canary answers, or 200 for an even split) always does.
+    let a = &agents[0];
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..400 {
+        let got = answer(a, "hello", "prod").expect("hello:prod answers");
+        *counts.entry(got).or_default() += 1;
+    }
+    let canary = counts.get("canary").copied().unwrap_or(0);
+    let stable = counts.get("stable").copied().unwrap_or(0);
+    assert_eq!(canary + stable, 400, "{counts:?}");
+    assert!((16..=64).contains(&canary), "{counts:?}");
+}
+
+/// The cloud goes away (SIGKILL): the agent keeps running what it has and says it runs its
+/// local state; the cloud comes back on the same directory and address: the agent picks up a
+/// deployment made after that.
+#[test]
+fn cloud_down_then_back() {
+    let mut cloud = Cloud::start();
+    let token = cloud.device("pi-off", "off");
+    let a = enrolled_agent("sync-offline", &cloud.url, &token);
+    cloud.publish("hello", &guest("before", 0));
+    let dep = cloud.deploy(json!({"group": "off", "functions": ["hello:1"]}));
+    wait_answer(&a, "hello", "1", "before");
+    cloud.wait_status(&dep, "succeeded", &[&a]);
+
+    cloud.kill9();
+    poll(
+        "the agent to notice the cloud is gone",
+        || a.stderr_text(),
+        || {
+            a.stderr_text()
+                .contains("running the local state")
+                .then_some(())
+        },
+    );
+    for _ in 0..20 {
+        assert_eq!(answer(&a, "hello", "1").as_deref(), Some("before"));
+    }
+    let f = a.http().get("/v1/functions/hello").json();
+    assert_eq!(f["origin"], "cloud", "{f}");
+
+    cloud.restart(&[]);
+    assert_eq!(cloud.publish("hello", &guest("after", 0)), 2);
+    let dep2 = cloud.deploy(json!({"group": "off", "functions": ["hello:2"]}));
+    wait_answer(&a, "hello", "2", "after");
+    cloud.wait_status(&dep2, "succeeded", &[&a]);
+    assert!(
+        a.stderr_text().contains("the cloud is reachable again"),
+        "{}",
+        a.stderr_text()
+    );
+    // The deployment replaced the old one: version 1 is gone from the agent.
+    assert_eq!(a.http().invoke("hello", "1", None, b"x").status, 404);
 }
 
 /// kill -9 while a module downloads (resumed with Range after the restart) and inside the

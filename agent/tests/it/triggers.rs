@@ -527,19 +527,19 @@ fn exactly_once_across_kill_9() {
 
 /// A private Mosquitto on a free port with persistence on, so it can be stopped (SIGTERM: it
 /// saves sessions, subscriptions and queued messages) and started again.
-struct Broker {
-    port: u16,
+pub(crate) struct Broker {
+    pub(crate) port: u16,
     dir: TempDir,
     child: Option<Child>,
 }
 
 impl Broker {
-    fn start(tag: &str) -> Broker {
+    pub(crate) fn start(tag: &str) -> Broker {
         Broker::start_with(tag, |_, _| String::new())
     }
 
     /// A broker whose config also has what `extra(dir, port)` returns (more listeners, TLS).
-    fn start_with(tag: &str, extra: impl Fn(&Path, u16) -> String) -> Broker {
+    pub(crate) fn start_with(tag: &str, extra: impl Fn(&Path, u16) -> String) -> Broker {
         let port = free_port();
         let dir = TempDir::new(&format!("broker-{tag}"));
         let conf = format!(
@@ -582,7 +582,7 @@ impl Broker {
     }
 
     /// SIGTERM (Mosquitto saves its persistent state) and wait for the exit.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -598,12 +598,12 @@ impl Broker {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1400,7 +1400,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A test CA and, signed by it, `server` (for localhost and 127.0.0.1) and `client`
 /// certificates with their keys, as PEM files in `dir`.
-fn test_pki(dir: &Path) {
+pub(crate) fn test_pki(dir: &Path) {
     let ec = [
         "-newkey",
         "ec",

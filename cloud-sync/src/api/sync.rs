@@ -38,6 +38,15 @@ pub struct DesiredQuery {
     wait: u64,
 }
 
+/// The ETag of sequence `seq`: the number in quotes.
+fn etag_of(seq: u64) -> String {
+    format!("\"{seq}\"")
+}
+
+fn etag_value(seq: u64) -> HeaderValue {
+    HeaderValue::from_str(&etag_of(seq)).expect("an ETag is ASCII")
+}
+
 pub async fn desired(
     Device(device): Device,
     State(s): State<Service>,
@@ -52,18 +61,28 @@ pub async fn desired(
     let mut changes = s.subscribe();
     loop {
         changes.borrow_and_update();
-        let (seq, doc) = s.desired(device.clone()).await?;
-        let etag = format!("\"{seq}\"");
-        let etag_value = HeaderValue::from_str(&etag).expect("an ETag is ASCII");
-        if known.as_deref() != Some(etag.as_str()) {
+        // The current sequence: from memory while nothing changed (no store, no signing),
+        // else from the document built now.
+        let (seq, doc) = match s.known_sequence(&device) {
+            Some(seq) => (seq, None),
+            None => {
+                let (seq, doc) = s.desired(device.clone()).await?;
+                (seq, Some(doc))
+            }
+        };
+        if known.as_deref() != Some(etag_of(seq).as_str()) {
+            let (seq, doc) = match doc {
+                Some(doc) => (seq, doc),
+                None => s.desired(device.clone()).await?,
+            };
             let mut r = Json(doc).into_response();
-            r.headers_mut().insert(header::ETAG, etag_value);
+            r.headers_mut().insert(header::ETAG, etag_value(seq));
             return Ok(r);
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
             let mut r = StatusCode::NOT_MODIFIED.into_response();
-            r.headers_mut().insert(header::ETAG, etag_value);
+            r.headers_mut().insert(header::ETAG, etag_value(seq));
             return Ok(r);
         }
         let nap = RECHECK_INTERVAL.min(deadline - now);

@@ -176,9 +176,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let running = server::start(opts).await?;
                 // The line tests and scripts wait for.
                 println!("listening on {}", running.url);
+                let service = running.service.clone();
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     r = running.wait() => r?,
                     _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                // Last-seen times noted since the last periodic write.
+                if let Err(e) = service.flush_presence().await {
+                    eprintln!("recording when devices were last seen: {e}");
                 }
                 anyhow::Ok(())
             })

@@ -136,12 +136,22 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets requests in flight finish.
+    /// Stops accepting, lets requests in flight finish, and writes the last-seen times noted
+    /// since the last periodic write.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        self.task.await.unwrap_or(Ok(()))
+        // Before waiting for the requests in flight (a caller may time that wait out), and
+        // after.
+        if let Err(e) = self.service.flush_presence().await {
+            eprintln!("recording when devices were last seen: {e}");
+        }
+        let out = self.task.await.unwrap_or(Ok(()));
+        if let Err(e) = self.service.flush_presence().await {
+            eprintln!("recording when devices were last seen: {e}");
+        }
+        out
     }
 
     /// Runs until the server fails.
@@ -259,6 +269,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
             }
         });
     }
+    tokio::spawn(service.clone().flush_presence_periodically());
     let ticker = service.clone();
     let period = opts.tick;
     tokio::spawn(async move {

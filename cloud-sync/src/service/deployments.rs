@@ -368,10 +368,16 @@ impl Service {
         Ok(out)
     }
 
-    /// A device's status report: the sequence and key it runs, per-deployment states.
+    /// A device's status report: the sequence and key it runs, per-deployment states. Wakes
+    /// long-polls ([`Service::changed`]) only when it may change a desired state: a device
+    /// failed (its document drops the deployment), a rollout moved, or a key was retired. The
+    /// `applied` and `healthy` reports of a rollout change no document, and waking every
+    /// waiting device of the fleet for each of them would cost O(fleet) per report.
     pub async fn report_status(&self, device: String, report: StatusReport) -> Result<()> {
-        self.store
+        let changed = self
+            .store
             .tx(move |tx| {
+                let mut changed = false;
                 tx.execute(
                     "UPDATE devices SET applied_sequence = $2, applied_key_id = $3, last_seen_ms = $4 WHERE id = $1",
                     params![&device, report.sequence, report.key_id.clone(), now_ms()],
@@ -399,12 +405,16 @@ impl Service {
                           WHERE deployment_id = $1 AND device_id = $2",
                         params![&r.deployment, &device, new, r.error.clone(), now_ms()],
                     )?;
+                    changed |= r.state == ReportState::Failed;
                 }
-                signing::retire_confirmed(tx)?;
-                rollout::advance_all(tx)
+                changed |= signing::retire_confirmed(tx)?;
+                changed |= rollout::advance_all(tx)?;
+                Ok(changed)
             })
             .await?;
-        self.changed();
+        if changed {
+            self.changed();
+        }
         Ok(())
     }
 

@@ -9,8 +9,16 @@
 //! The signed document is cached on the device row with a hash of its content (and of the
 //! signing keys): it is re-signed with the next sequence number only when that changes, or
 //! when half of its validity has passed.
+//!
+//! Polls are answered from memory while nothing changed: [`DocCache`] remembers, per device,
+//! the sequence of the document last built and the change generation it was built at
+//! ([`Service::changed`] moves the generation, in this process at once, for other replicas'
+//! changes through the store's revision within its poll interval). A poll whose `If-None-Match`
+//! names that sequence gets its `304` without the store, and without building or signing the
+//! document ([`Service::desired_sequence`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use super::deployments::content_of;
 use super::devices::device_groups;
@@ -129,28 +137,105 @@ pub(crate) fn document_tx(tx: &mut dyn Tx, device: &str, ttl_ms: i64) -> Result<
     Ok(doc)
 }
 
+/// What this process last established about one device's document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Known {
+    /// The document's sequence (its ETag).
+    sequence: u64,
+    /// When it was issued: it is re-issued once half of its validity has passed.
+    issued_ms: i64,
+    /// The change generation read *before* the document was built: the entry describes the
+    /// current document only while the generation has not moved since.
+    generation: u64,
+}
+
+/// The current document's sequence per device, valid for one change generation (see the
+/// module docs). Holds no document bytes: a `200` is served from the store.
+#[derive(Default)]
+pub(crate) struct DocCache {
+    known: Mutex<HashMap<String, Known>>,
+}
+
+impl DocCache {
+    /// The sequence of `device`'s current document, if known at `generation` and not due for
+    /// re-issue at `now_ms`.
+    fn sequence(&self, device: &str, generation: u64, now_ms: i64, ttl_ms: i64) -> Option<u64> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let k = known.get(device)?;
+        (k.generation == generation && now_ms - k.issued_ms < ttl_ms / 2).then_some(k.sequence)
+    }
+
+    fn note(&self, device: &str, k: Known) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep the entry of the newest generation (two polls of one device may race).
+        match known.get(device) {
+            Some(old) if old.generation > k.generation => {}
+            _ => {
+                known.insert(device.to_owned(), k);
+            }
+        }
+    }
+
+    /// Forgets a deleted device.
+    pub(crate) fn forget(&self, device: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(device);
+    }
+}
+
 impl Service {
-    /// The device's desired-state document (and its sequence, the ETag).
+    /// The device's desired-state document (and its sequence, the ETag), built from the store
+    /// (re-signed if its content changed).
     pub async fn desired(&self, device: String) -> Result<(u64, DesiredDocument)> {
         let ttl = self.settings.document_ttl_ms;
-        self.store
+        let generation = self.generation();
+        let id = device.clone();
+        let (state, doc) = self
+            .store
             .tx(move |tx| {
-                let doc = document_tx(tx, &device, ttl)?;
-                let seq = doc
+                let doc = document_tx(tx, &id, ttl)?;
+                let state = doc
                     .document
                     .payload_unverified()
-                    .map_err(|e| StoreError::Db(e.to_string()))?
-                    .sequence;
-                Ok((seq, doc))
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+                Ok((state, doc))
             })
-            .await
+            .await?;
+        self.documents.note(
+            &device,
+            Known {
+                sequence: state.sequence,
+                issued_ms: state.issued_ms,
+                generation,
+            },
+        );
+        Ok((state.sequence, doc))
+    }
+
+    /// The sequence of the device's current document if this process knows it: built here
+    /// since the last change, and not due for re-issue.
+    pub fn known_sequence(&self, device: &str) -> Option<u64> {
+        let ttl = self.settings.document_ttl_ms;
+        self.documents
+            .sequence(device, self.generation(), now_ms(), ttl)
+    }
+
+    /// The sequence of the device's current document: [`Service::known_sequence`], else as
+    /// [`Service::desired`] finds it.
+    pub async fn desired_sequence(&self, device: &str) -> Result<u64> {
+        match self.known_sequence(device) {
+            Some(seq) => Ok(seq),
+            None => Ok(self.desired(device.to_owned()).await?.0),
+        }
     }
 
     /// Brings every enrolled device's document up to date; returns (device id, sequence).
     pub async fn refresh_documents(&self) -> Result<Vec<(String, u64)>> {
         let ids: Vec<String> = self
             .store
-            .tx(|tx| {
+            .read(|tx| {
                 tx.query(
                     "SELECT id FROM devices WHERE credential_hash IS NOT NULL ORDER BY id",
                     &[],
@@ -163,10 +248,37 @@ impl Service {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             // A device deleted meanwhile has no document: skip it.
-            if let Ok((seq, _)) = self.desired(id.clone()).await {
+            if let Ok(seq) = self.desired_sequence(&id).await {
                 out.push((id, seq));
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DocCache, Known};
+
+    #[test]
+    fn a_known_sequence_holds_for_its_generation_until_half_its_validity() {
+        let c = DocCache::default();
+        let k = |sequence, generation| Known {
+            sequence,
+            issued_ms: 1_000,
+            generation,
+        };
+        assert_eq!(c.sequence("d", 3, 1_000, 100), None);
+        c.note("d", k(7, 3));
+        assert_eq!(c.sequence("d", 3, 1_049, 100), Some(7));
+        assert_eq!(c.sequence("d", 3, 1_050, 100), None, "due for re-issue");
+        assert_eq!(c.sequence("d", 4, 1_000, 100), None, "a change since");
+        assert_eq!(c.sequence("e", 3, 1_000, 100), None);
+        // An older generation's result never replaces a newer one.
+        c.note("d", k(8, 5));
+        c.note("d", k(7, 4));
+        assert_eq!(c.sequence("d", 5, 1_000, 100), Some(8));
+        c.forget("d");
+        assert_eq!(c.sequence("d", 5, 1_000, 100), None);
     }
 }

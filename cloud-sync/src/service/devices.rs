@@ -158,39 +158,47 @@ impl Service {
             .await
     }
 
-    /// The device a credential belongs to (and marks it seen).
+    /// The device a credential belongs to (and notes it seen, see [`super::presence`]). A read
+    /// of the unique index on the credential's sha256: a deleted device's credential fails at
+    /// once, on every replica.
     pub async fn authenticate_device(&self, credential: String) -> Result<String> {
-        self.store
-            .tx(move |tx| {
-                let id = tx
-                    .query_opt(
-                        "SELECT id FROM devices WHERE credential_hash = $1",
-                        params![hash_token(&credential)],
-                    )?
-                    .ok_or_else(|| StoreError::unauthorized("unknown device credential"))?
-                    .text(0)?;
-                tx.execute(
-                    "UPDATE devices SET last_seen_ms = $2 WHERE id = $1",
-                    params![&id, now_ms()],
-                )?;
-                Ok(id)
+        let hash = hash_token(&credential);
+        let id = self
+            .store
+            .read(move |tx| {
+                tx.query_opt(
+                    "SELECT id FROM devices WHERE credential_hash = $1",
+                    params![&hash],
+                )?
+                .ok_or_else(|| StoreError::unauthorized("unknown device credential"))?
+                .text(0)
             })
-            .await
+            .await?;
+        self.presence.seen(&id, now_ms());
+        Ok(id)
     }
 
     pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
-        self.store
-            .tx(|tx| {
+        let mut devices = self
+            .store
+            .read(|tx| {
                 let rows =
                     tx.query(&format!("SELECT {COLUMNS} FROM devices ORDER BY name"), &[])?;
-                rows.iter().map(|r| from_row(tx, r)).collect()
+                rows.iter()
+                    .map(|r| from_row(tx, r))
+                    .collect::<Result<Vec<_>>>()
             })
-            .await
+            .await?;
+        for d in &mut devices {
+            d.last_seen_ms = self.presence.merge(&d.id, d.last_seen_ms);
+        }
+        Ok(devices)
     }
 
     pub async fn get_device(&self, id_or_name: String) -> Result<DeviceInfo> {
-        self.store
-            .tx(move |tx| {
+        let mut d = self
+            .store
+            .read(move |tx| {
                 let id = resolve_device(tx, &id_or_name)?;
                 let r = tx.query_one(
                     &format!("SELECT {COLUMNS} FROM devices WHERE id = $1"),
@@ -215,12 +223,15 @@ impl Service {
                     .collect::<Result<_>>()?;
                 Ok(d)
             })
-            .await
+            .await?;
+        d.last_seen_ms = self.presence.merge(&d.id, d.last_seen_ms);
+        Ok(d)
     }
 
     /// Deletes a device: its credential stops working at once.
     pub async fn delete_device(&self, id_or_name: String) -> Result<()> {
-        self.store
+        let id = self
+            .store
             .tx(move |tx| {
                 let id = resolve_device(tx, &id_or_name)?;
                 tx.execute(
@@ -232,9 +243,12 @@ impl Service {
                     params![&id],
                 )?;
                 tx.execute("DELETE FROM devices WHERE id = $1", params![&id])?;
-                signing::retire_confirmed(tx)
+                signing::retire_confirmed(tx)?;
+                Ok(id)
             })
             .await?;
+        self.documents.forget(&id);
+        self.presence.forget(&id);
         self.changed();
         Ok(())
     }

@@ -7,7 +7,9 @@
 //! - [`signing`]: signing keys in the store: import, the active key, rotation, retirement.
 //! - [`devices`]: enrollment tokens, enrollment, device credentials, device records.
 //! - [`groups`]: device groups.
-//! - [`desired`]: building, signing and caching a device's desired-state document.
+//! - [`desired`]: building, signing and caching a device's desired-state document, and the
+//!   in-memory sequence per device that answers unchanged polls.
+//! - [`presence`]: when devices were last seen, noted in memory and written in batches.
 //! - [`deployments`]: creating deployments, per-device state, status reports, cancel.
 //! - [`rollout`]: the rollout state machine (batches, health wait, failure threshold, rollback).
 //! - [`telemetry`]: devices' upload batches stored exactly once; cloud retention of them.
@@ -16,7 +18,8 @@
 //! - [`metrics`]: the cloud's own Prometheus metrics.
 //!
 //! Every change that may alter a device's desired state calls [`Service::changed`], which wakes
-//! long-polls in this process; other replicas notice within their poll interval.
+//! long-polls in this process and moves its change generation (the document cache's validity);
+//! other replicas notice within their poll interval.
 
 pub mod aliases;
 pub mod artifacts;
@@ -29,6 +32,7 @@ pub mod functions;
 pub mod groups;
 pub mod mappings;
 pub mod metrics;
+pub mod presence;
 pub mod rollout;
 pub mod signing;
 pub mod telemetry;
@@ -78,7 +82,14 @@ pub struct Service {
     pub operator_token_hash: String,
     /// The cloud's own metrics (`GET /metrics`).
     pub metrics: Arc<metrics::CloudMetrics>,
+    /// The change generation: moves on every [`Service::changed`] here and on every change
+    /// another replica made (seen through the store's revision). Long-polls wait on it.
     changes: Arc<watch::Sender<u64>>,
+    /// Per device, the sequence of its current document at a generation, so unchanged polls
+    /// are answered without the store.
+    documents: Arc<desired::DocCache>,
+    /// Last-seen times noted by device requests, written to the store in batches.
+    presence: Arc<presence::Presence>,
 }
 
 impl Service {
@@ -99,7 +110,14 @@ impl Service {
             operator_token_hash,
             metrics: Arc::new(metrics::CloudMetrics::default()),
             changes: Arc::new(watch::channel(0).0),
+            documents: Arc::default(),
+            presence: Arc::default(),
         }
+    }
+
+    /// The current change generation (see [`Service::changed`]).
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
     }
 
     /// Something that may change desired states happened: wake long-polls here, and bump the
@@ -129,7 +147,7 @@ impl Service {
         loop {
             let current = self
                 .store
-                .tx(|tx| {
+                .read(|tx| {
                     tx.query_one("SELECT value FROM revision WHERE id = 1", &[])?
                         .i64(0)
                 })

@@ -84,13 +84,14 @@ pub fn import_if_empty(
     })
 }
 
-/// Retires `retiring` keys once every enrolled device runs a document of the active key.
-pub(crate) fn retire_confirmed(tx: &mut dyn Tx) -> Result<()> {
+/// Retires `retiring` keys once every enrolled device runs a document of the active key; true
+/// if it did (documents stop listing them).
+pub(crate) fn retire_confirmed(tx: &mut dyn Tx) -> Result<bool> {
     if tx
         .query_opt("SELECT 1 FROM signing_keys WHERE state = 'retiring'", &[])?
         .is_none()
     {
-        return Ok(());
+        return Ok(false);
     }
     let (active, _) = active_key(tx)?;
     let lagging = tx.query_opt(
@@ -98,13 +99,14 @@ pub(crate) fn retire_confirmed(tx: &mut dyn Tx) -> Result<()> {
             AND (applied_key_id IS NULL OR applied_key_id <> $1)",
         params![&active],
     )?;
-    if lagging.is_none() {
-        tx.execute(
-            "UPDATE signing_keys SET state = 'retired', retired_ms = $1 WHERE state = 'retiring'",
-            params![now_ms()],
-        )?;
+    if lagging.is_some() {
+        return Ok(false);
     }
-    Ok(())
+    tx.execute(
+        "UPDATE signing_keys SET state = 'retired', retired_ms = $1 WHERE state = 'retiring'",
+        params![now_ms()],
+    )?;
+    Ok(true)
 }
 
 /// Makes `key` (certified by `cert`) the active key: the old active key starts retiring, every

@@ -72,14 +72,19 @@ impl From<::postgres::Error> for StoreError {
                 if *c == SqlState::T_R_SERIALIZATION_FAILURE
                     || *c == SqlState::T_R_DEADLOCK_DETECTED =>
             {
-                StoreError::Retry(e.to_string())
+                StoreError::Retry(describe(&e))
             }
             // Two replicas inserting the same key at once: the loser retries and then sees it.
-            Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Retry(e.to_string()),
-            _ => StoreError::Db(match e.as_db_error() {
-                Some(db) => format!("{}: {}", db.code().code(), db.message()),
-                None => e.to_string(),
-            }),
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Retry(describe(&e)),
+            _ => StoreError::Db(describe(&e)),
         }
+    }
+}
+
+/// `SQLSTATE: message` of a database error (`postgres::Error`'s own text is just "db error").
+fn describe(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }

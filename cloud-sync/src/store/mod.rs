@@ -89,7 +89,9 @@ impl Store {
     }
 
     /// Runs `f` in a transaction (blocking; call from a blocking thread). Commits if `f`
-    /// returns `Ok`; on PostgreSQL retries `f` after a serialization failure.
+    /// returns `Ok`; on PostgreSQL runs `f` again (in a new transaction, after a short random
+    /// pause) when the transaction fails with a serialization failure or a deadlock (SQLSTATE
+    /// 40001, 40P01), a bounded number of times.
     pub fn tx_blocking<T>(
         &self,
         f: impl Fn(&mut dyn Tx) -> Result<T, StoreError>,
@@ -98,6 +100,31 @@ impl Store {
             Backend::Sqlite(db) => db.tx(&f),
             Backend::Postgres(db) => db.tx(&f),
         }
+    }
+
+    /// Runs `f` in a read-only transaction (blocking): a consistent snapshot that never waits
+    /// for the writer lock on SQLite (`BEGIN DEFERRED`) and never takes part in PostgreSQL's
+    /// serialization conflicts (`REPEATABLE READ, READ ONLY`; a write in `f` is an error).
+    pub fn read_blocking<T>(
+        &self,
+        f: impl Fn(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.read(&f),
+            Backend::Postgres(db) => db.read(&f),
+        }
+    }
+
+    /// [`Store::read_blocking`] on tokio's blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Db(format!("store task failed: {e}")))?
     }
 
     /// [`Store::tx_blocking`] on tokio's blocking pool.

@@ -16,8 +16,11 @@ use super::schema::{statements, MIGRATIONS};
 use super::value::{Row, Value};
 use super::Tx;
 
-/// Most attempts of one transaction before giving up.
-const MAX_ATTEMPTS: u32 = 50;
+/// Most attempts of one transaction before giving up (with [`MAX_BACKOFF`], at most ~2 s of
+/// pauses in all).
+const MAX_ATTEMPTS: u32 = 40;
+/// Longest pause between two attempts of a transaction.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
 /// Most idle connections kept.
 const POOL_SIZE: usize = 8;
 /// Most connections open at once (more transactions wait for one).
@@ -221,6 +224,25 @@ impl PgDb {
     }
 
     pub fn tx<T>(&self, f: &dyn Fn(&mut dyn Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.run(IsolationLevel::Serializable, false, f)
+    }
+
+    pub fn read<T>(
+        &self,
+        f: &dyn Fn(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run(IsolationLevel::RepeatableRead, true, f)
+    }
+
+    /// Runs `f` in a transaction, again after a serialization failure or deadlock
+    /// ([`StoreError::Retry`]) up to [`MAX_ATTEMPTS`] times, with a random pause before each
+    /// new attempt ([`backoff`]) so that colliding transactions do not collide again in step.
+    fn run<T>(
+        &self,
+        isolation: IsolationLevel,
+        read_only: bool,
+        f: &dyn Fn(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -228,7 +250,8 @@ impl PgDb {
             let result = (|| {
                 let tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
+                    .isolation_level(isolation)
+                    .read_only(read_only)
                     .start()?;
                 let mut t = PgTx(tx);
                 let out = f(&mut t)?;
@@ -237,14 +260,30 @@ impl PgDb {
             })();
             self.give_back(client);
             match result {
-                Err(StoreError::Retry(e)) if attempt < MAX_ATTEMPTS => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(2 * attempt as u64));
+                Err(StoreError::Retry(_)) if attempt < MAX_ATTEMPTS => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(StoreError::Retry(e)) => {
+                    return Err(StoreError::Retry(format!(
+                        "{e} (gave up after {MAX_ATTEMPTS} attempts)"
+                    )))
                 }
                 other => return other,
             }
         }
     }
+}
+
+/// The pause before attempt `attempt + 1`: uniformly random in `[0, min(MAX_BACKOFF, 1 ms x
+/// 2^attempt))` ("full jitter").
+fn backoff(attempt: u32) -> Duration {
+    let cap = MAX_BACKOFF.min(Duration::from_millis(1u64 << attempt.min(16)));
+    let mut r = [0u8; 8];
+    let random = match getrandom::fill(&mut r) {
+        Ok(()) => u64::from_le_bytes(r),
+        Err(_) => u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    };
+    Duration::from_micros(random % (cap.as_micros() as u64).max(1))
 }
 
 impl Drop for PgDb {
@@ -258,5 +297,32 @@ impl Drop for PgDb {
                 .name("pg-close".into())
                 .spawn(move || drop(idle));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{backoff, split_schema, MAX_BACKOFF};
+    use std::time::Duration;
+
+    #[test]
+    fn pauses_between_attempts_grow_and_stay_bounded() {
+        for attempt in 1..60 {
+            let cap = MAX_BACKOFF.min(Duration::from_millis(1 << attempt.min(16)));
+            for _ in 0..20 {
+                assert!(backoff(attempt) < cap, "attempt {attempt}");
+            }
+        }
+        // Random: 20 pauses of one attempt are not all the same.
+        let pauses: std::collections::HashSet<_> = (0..20).map(|_| backoff(10)).collect();
+        assert!(pauses.len() > 1);
+    }
+
+    #[test]
+    fn the_schema_parameter_is_split_off() {
+        let (url, schema) = split_schema("postgres://h/db?schema=t_1&sslmode=disable").unwrap();
+        assert_eq!(url, "postgres://h/db?sslmode=disable");
+        assert_eq!(schema.as_deref(), Some("t_1"));
+        assert!(split_schema("postgres://h/db?schema=a;drop").is_err());
     }
 }

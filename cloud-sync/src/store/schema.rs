@@ -193,6 +193,16 @@ CREATE TABLE device_stats (
 );
 CREATE INDEX device_stats_by_minute ON device_stats (minute_ms)
 "#,
+    // 3: the lookups every device request and enrollment makes, so that none of them scans a table
+    // that grows with the fleet (the credential and the one-time token are looked up by hash; a
+    // device's groups and deployment states by device).
+    r#"
+CREATE UNIQUE INDEX devices_credential_hash ON devices (credential_hash);
+CREATE UNIQUE INDEX devices_enroll_token_hash ON devices (enroll_token_hash);
+CREATE INDEX group_members_device ON group_members (device_id);
+CREATE INDEX deployment_devices_device ON deployment_devices (device_id);
+CREATE INDEX deployments_status ON deployments (status)
+"#,
 ];
 
 /// The statements of one migration.

@@ -106,6 +106,18 @@ impl SqliteDb {
         Ok(())
     }
 
+    pub fn read<T>(
+        &self,
+        f: &dyn Fn(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let mut t = SqliteTx(tx);
+        let out = f(&mut t)?;
+        t.0.commit()?;
+        Ok(out)
+    }
+
     pub fn tx<T>(&self, f: &dyn Fn(&mut dyn Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

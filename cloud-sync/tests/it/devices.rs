@@ -269,3 +269,165 @@ fn restart(backend: Backend) {
     assert_eq!(newer.functions[0].versions[0].version, v2);
 }
 both!(state_survives_a_restart, restart);
+
+/// Polls answered from memory still see every change, a deleted device is refused on every
+/// path (also a `304` poll), and last-seen times reach the store (written in batches, and when
+/// the server stops).
+fn polls_from_memory(backend: Backend) {
+    let s = Server::start(backend);
+    let op = s.op();
+    let v = s.publish("f", 1);
+    let mut devs = s.fleet("lab", 2);
+    op.ok("POST", "/v1/groups", Some(&json!({"name": "other"})));
+    op.ok(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "other", "functions": [format!("f:{v}")]})),
+    );
+    let first = devs[0].fetch();
+    assert!(first.functions.is_empty());
+    let etag = devs[0].etag.clone().unwrap();
+    let poll = |d: &Device, etag: &str| {
+        d.http
+            .raw(
+                "GET",
+                "/v1/device/desired",
+                None,
+                &[("if-none-match", etag)],
+            )
+            .0
+    };
+    for _ in 0..3 {
+        assert_eq!(poll(&devs[0], &etag), 304);
+    }
+    // the operator sees the device as seen (this replica's noted time)
+    let seen = op.ok("GET", &format!("/v1/devices/{}", devs[0].id), None)["last_seen_ms"]
+        .as_i64()
+        .expect("last_seen_ms after polls");
+    assert!(seen >= edgefn_cloud::now_ms() - 60_000, "{seen}");
+    // a change that only moves group membership reaches the next poll of the old ETag
+    op.ok(
+        "PUT",
+        &format!("/v1/groups/other/devices/{}", devs[0].name),
+        None,
+    );
+    assert_eq!(poll(&devs[0], &etag), 200);
+    let now = devs[0].fetch();
+    assert!(now.sequence > first.sequence);
+    assert_eq!(now.functions.len(), 1);
+    // the other device's document did not change: still 304 on its ETag
+    devs[1].fetch();
+    let etag1 = devs[1].etag.clone().unwrap();
+    assert_eq!(poll(&devs[1], &etag1), 304);
+    // deleting a device refuses its credential at once, on the 304 path and for artifacts
+    let etag0 = devs[0].etag.clone().unwrap();
+    assert_eq!(poll(&devs[0], &etag0), 304);
+    assert_eq!(
+        op.call("DELETE", &format!("/v1/devices/{}", devs[0].id), None)
+            .0,
+        204
+    );
+    assert_eq!(poll(&devs[0], &etag0), 401);
+    let sha = &now.functions[0].versions[0].sha256;
+    assert_eq!(
+        devs[0]
+            .http
+            .raw("GET", &format!("/v1/artifacts/{sha}"), None, &[])
+            .0,
+        401
+    );
+    assert_eq!(poll(&devs[1], &etag1), 304);
+    // the noted times are in the store after a stop (another server on the same store sees them)
+    let seen1 = op.ok("GET", &format!("/v1/devices/{}", devs[1].id), None)["last_seen_ms"]
+        .as_i64()
+        .unwrap();
+    let s = s.restart();
+    let stored = s
+        .op()
+        .ok("GET", &format!("/v1/devices/{}", devs[1].id), None)["last_seen_ms"]
+        .as_i64();
+    assert_eq!(stored, Some(seen1));
+}
+both!(
+    polls_answered_from_memory_see_changes_and_revocation,
+    polls_from_memory
+);
+
+/// 16 devices created, enrolled, fetching their documents and reporting at once, while the
+/// operator deploys to their group: every request succeeds (on PostgreSQL the serializable
+/// transactions that collide are run again, never surfaced as errors).
+fn concurrent_writes(backend: Backend) {
+    const N: usize = 16;
+    let s = Server::start(backend);
+    let op = s.op();
+    let v = s.publish("f", 1);
+    op.ok("POST", "/v1/groups", Some(&json!({"name": "lab"})));
+    let dep = op.ok(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "lab", "functions": [format!("f:{v}")]})),
+    );
+    let dep = dep["id"].as_str().unwrap().to_owned();
+    // The device threads, the deployer and this thread start together.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(N + 2));
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            let (url, token, barrier, dep) =
+                (s.url.clone(), s.token.clone(), barrier.clone(), dep.clone());
+            std::thread::spawn(move || {
+                let op = Http::new(&url, &token);
+                barrier.wait();
+                let t = op.call(
+                    "POST",
+                    "/v1/devices",
+                    Some(&json!({"name": format!("c{i}"), "groups": ["lab"]})),
+                );
+                assert_eq!(t.0, 201, "create device c{i}: {}", t.1);
+                let anon = Http::new(&url, "none");
+                let e = anon.call("POST", "/v1/enroll", Some(&json!({"token": t.1["token"]})));
+                assert_eq!(e.0, 200, "enroll c{i}: {}", e.1);
+                let dev = Http::new(&url, e.1["credential"].as_str().unwrap());
+                let (st, _, body) = dev.raw("GET", "/v1/device/desired", None, &[]);
+                assert_eq!(st, 200, "fetch c{i}: {}", String::from_utf8_lossy(&body));
+                let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(doc["document"]["payload_base64"].is_string());
+                let report = json!({"sequence": 1, "deployments":
+                    [{"deployment": dep, "state": "healthy"}]});
+                let r = dev.call("POST", "/v1/device/status", Some(&report));
+                assert_eq!(r.0, 204, "report c{i}: {}", r.1);
+            })
+        })
+        .collect();
+    // meanwhile, the operator deploys to the group the devices join
+    let deployer = {
+        let (url, token, barrier) = (s.url.clone(), s.token.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            let op = Http::new(&url, &token);
+            barrier.wait();
+            for _ in 0..4 {
+                let r = op.call(
+                    "POST",
+                    "/v1/deployments",
+                    Some(&json!({"group": "lab", "functions": [format!("f:{v}")]})),
+                );
+                assert_eq!(r.0, 201, "deploy: {}", r.1);
+            }
+        })
+    };
+    barrier.wait();
+    for t in threads {
+        t.join().unwrap();
+    }
+    deployer.join().unwrap();
+    let devices = op.ok("GET", "/v1/devices", None);
+    assert_eq!(devices.as_array().unwrap().len(), N, "{devices}");
+    assert!(devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["enrolled"] == true && d["sequence"].as_u64() >= Some(1)));
+}
+both!(
+    concurrent_enrollments_reports_and_deployments_all_succeed,
+    concurrent_writes
+);
