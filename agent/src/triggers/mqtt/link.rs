@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Outbox rows in flight at once.
-const OUTBOX_WINDOW: usize = 256;
+const OUTBOX_WINDOW: usize = wire::OUTGOING_INFLIGHT as usize;
 
 /// Rows kept in memory for sending at most; beyond (while disconnected, say) they are sent
 /// from the store.

@@ -77,6 +77,12 @@ fn qos4(q: u8) -> rumqttc::QoS {
 /// default queue (`max_queue` 64 plus the running one).
 pub const RECEIVE_MAXIMUM: u16 = 64;
 
+/// Our publishes in flight at once (the link's outbox window). Also rumqttc's upper limit: by
+/// default it sizes its table of in-flight publishes by the broker's receive maximum, and
+/// Mosquitto announces 65,535, so every MQTT 5 connection held a 13.5 MiB table, written in
+/// full (measured: 28 of the idle agent's 28.5 MiB RSS with 10 functions were 13.8 MiB of it).
+pub const OUTGOING_INFLIGHT: u16 = 256;
+
 /// Builds the client and its event loop (nothing connects until the loop is polled).
 pub fn connect(cfg: &MqttConfig) -> Result<(Client, EventLoop), String> {
     let transport = cfg.transport()?;
@@ -97,6 +103,7 @@ pub fn connect(cfg: &MqttConfig) -> Result<(Client, EventLoop), String> {
             // before our first ack. (Mosquitto 2.0.11 exceeds it once acks flow, so the link
             // also bounds the messages in progress itself.)
             .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+            .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
             .set_max_packet_size(Some(cfg.max_packet_bytes as u32))
             .set_transport(transport)
             .set_request_channel_capacity(cap);
