@@ -92,8 +92,12 @@ const RUST: &[(&str, &str)] = &[
     (".gitignore", include_str!("../../templates/rust/gitignore")),
 ];
 
+/// The C template is the C example (`examples/c/hello.c`, built and run by the agent's tests)
+/// under this header, its messages prefixed with the function's name (see [`c_source`]).
+const C_HEADER: &str = include_str!("../../templates/c/header.c");
+const C_EXAMPLE: &str = include_str!("../../../examples/c/hello.c");
+
 const C: &[(&str, &str)] = &[
-    ("{{name}}.c", include_str!("../../templates/c/main.c")),
     ("edgefn.h", include_str!("../../../firmware-sdk/c/edgefn.h")),
     (
         "function.toml",
@@ -139,7 +143,10 @@ pub fn create(
                     .map(|(p, t)| (format!("sdk/{p}"), guest_only(p, t))),
             );
         }
-        Lang::C => files.extend(C.iter().map(|(p, t)| (fill(p), fill(t)))),
+        Lang::C => {
+            files.push((format!("{name}.c"), fill(&c_source())));
+            files.extend(C.iter().map(|(p, t)| (fill(p), fill(t))));
+        }
     }
     for (path, text) in &files {
         let full = dir.join(path);
@@ -149,6 +156,15 @@ pub fn create(
         std::fs::write(&full, text).map_err(|e| io(&full, e))?;
     }
     Ok((dir, files.into_iter().map(|(p, _)| p).collect()))
+}
+
+/// The C example with the template's header instead of its own, and `{{name}}` where it
+/// names itself in its messages (`"hello: ..."`).
+fn c_source() -> String {
+    let body = C_EXAMPLE
+        .split_once("*/\n")
+        .map_or(C_EXAMPLE, |(_, body)| body);
+    format!("{C_HEADER}{}", body.replace("\"hello: ", "\"{{name}}: "))
 }
 
 /// The SDK's `lib.rs` without the host-side `check` module, which the copy leaves out.
