@@ -15,8 +15,13 @@
 //!
 //! ```sh
 //! cargo bench -p edgefn-cloud --bench fleet [-- --devices N --secs S --interval S --workers W
-//!     --db sqlite --db postgres://postgres@127.0.0.1:5432/test]
+//!     --deploy-at S|never --db sqlite --db postgres://postgres@127.0.0.1:5432/test]
 //! ```
+//!
+//! Mid-window (`--deploy-at S`, default 15 s; `never` to keep the fleet's state unchanged) the
+//! operator publishes version 2 of the function, moves the alias to it and deploys it to the
+//! whole group (one batch), so each
+//! device's next poll gets a newly built and signed document (`200`) and keeps its new ETag.
 //!
 //! Env: EDGEFN_BENCH_DEVICES (default 10000), EDGEFN_BENCH_SECS (window, default 60),
 //! EDGEFN_BENCH_CLOUD (server binary). Default backends: SQLite, then the local PostgreSQL
@@ -42,6 +47,9 @@ struct Opts {
     interval: f64,
     workers: usize,
     dbs: Vec<String>,
+    /// Seconds into the window at which the operator publishes version 2 and moves `prod` to it,
+    /// so every device's next poll fetches a new signed document (`200`) instead of a `304`.
+    deploy_at: Option<f64>,
 }
 
 fn parse_opts() -> Opts {
@@ -52,6 +60,7 @@ fn parse_opts() -> Opts {
         interval: 30.0,
         workers: 64,
         dbs: vec![],
+        deploy_at: Some(15.0),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -62,6 +71,12 @@ fn parse_opts() -> Opts {
             "--interval" => o.interval = val().parse().expect("--interval S"),
             "--workers" => o.workers = val().parse().expect("--workers W"),
             "--db" => o.dbs.push(val()),
+            "--deploy-at" => {
+                o.deploy_at = match val().as_str() {
+                    "never" => None,
+                    s => Some(s.parse().expect("--deploy-at SECONDS|never")),
+                }
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -318,7 +333,8 @@ fn loadavg() -> String {
 
 struct Dev {
     credential: String,
-    etag: String,
+    /// The ETag of the document the device holds: a `200` in the window replaces it.
+    etag: Mutex<String>,
 }
 
 /// A minimal valid core module.
@@ -422,7 +438,7 @@ fn setup(server: &Server, o: &Opts) -> (Vec<Dev>, f64, usize) {
                         i,
                         Dev {
                             credential,
-                            etag: r.etag.expect("an ETag"),
+                            etag: Mutex::new(r.etag.expect("an ETag")),
                         },
                     ));
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -462,8 +478,10 @@ fn setup(server: &Server, o: &Opts) -> (Vec<Dev>, f64, usize) {
 
 #[derive(Default)]
 struct Window {
-    total: Vec<u32>,   // µs from the scheduled time to the answer
-    service: Vec<u32>, // µs from sending the request to the answer
+    total: Vec<u32>,             // µs from the scheduled time to the answer
+    service: Vec<u32>,           // µs from sending the request to the answer
+    total_200: Vec<u32>,         // `total` of the polls answered with a new document
+    deployed_after: Option<f64>, // s into the window when the new version was live
     ok200: usize,
     not_modified: usize,
     other: usize,
@@ -498,20 +516,28 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
                     let job = rx.lock().unwrap().recv();
                     let Ok((i, scheduled)) = job else { break };
                     let d = &devs[i];
+                    let etag = d.etag.lock().unwrap().clone();
                     let sent = Instant::now();
                     let r = c.request(
                         "GET",
                         "/v1/device/desired",
                         &d.credential,
-                        Some(("If-None-Match", &d.etag)),
+                        Some(("If-None-Match", &etag)),
                         None,
                     );
                     let end = Instant::now();
-                    w.total.push((end - scheduled).as_micros() as u32);
+                    let total = (end - scheduled).as_micros() as u32;
+                    w.total.push(total);
                     w.service.push((end - sent).as_micros() as u32);
                     match r {
                         Ok(r) if r.status == 304 => w.not_modified += 1,
-                        Ok(r) if r.status == 200 => w.ok200 += 1,
+                        Ok(r) if r.status == 200 => {
+                            w.ok200 += 1;
+                            w.total_200.push(total);
+                            if let Some(e) = r.etag {
+                                *d.etag.lock().unwrap() = e;
+                            }
+                        }
                         Ok(_) => w.other += 1,
                         Err(_) => w.errors += 1,
                     }
@@ -520,6 +546,7 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
                 let mut all = results.lock().unwrap();
                 all.total.extend(w.total);
                 all.service.extend(w.service);
+                all.total_200.extend(w.total_200);
                 all.ok200 += w.ok200;
                 all.not_modified += w.not_modified;
                 all.other += w.other;
@@ -535,6 +562,15 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     let (ccpu0, _, _) = proc_stats(&me);
     let load_start = loadavg();
     let start = Instant::now();
+    // The operator's change, on a thread of its own so the schedule keeps its pace.
+    let deployer = o.deploy_at.map(|at| {
+        let (addr, token) = (server.addr.clone(), server.token.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(at));
+            deploy_version_2(&addr, &token);
+            start.elapsed().as_secs_f64()
+        })
+    });
     let window = Duration::from_secs(o.secs);
     let gap = Duration::from_secs_f64(o.interval / n as f64);
     let mut j: u64 = 0;
@@ -563,6 +599,7 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     for w in workers {
         w.join().unwrap();
     }
+    let deployed_after = deployer.map(|d| d.join().unwrap());
     let elapsed = start.elapsed().as_secs_f64();
     let (cpu1, rss, hwm) = proc_stats(&pid);
     let (ccpu1, _, _) = proc_stats(&me);
@@ -576,7 +613,45 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     w.load_end = loadavg();
     w.total.sort_unstable();
     w.service.sort_unstable();
+    w.total_200.sort_unstable();
+    w.deployed_after = deployed_after;
     w
+}
+
+/// The operator's change mid-window: a new module for `bench`, published as version 2, `prod`
+/// moved to it and deployed to the group. Every device's desired state changes (new manifest,
+/// new sequence, new signature).
+fn deploy_version_2(addr: &str, token: &str) {
+    use base64::Engine;
+    let mut op = Conn::new(addr);
+    let mut m = module();
+    m.extend_from_slice(&[0, 3, 2, b'v', b'2']);
+    let m64 = base64::engine::general_purpose::STANDARD.encode(m);
+    for (method, path, body) in [
+        ("PUT", "/v1/functions/bench", json!({"module_base64": m64})),
+        ("POST", "/v1/functions/bench/publish", json!({})),
+        (
+            "PUT",
+            "/v1/functions/bench/aliases/prod",
+            json!({"version": 2}),
+        ),
+        // A deployment holds the versions its aliases pointed at when it was created: the
+        // fleet moves with a new one (one batch: every device released at once).
+        (
+            "POST",
+            "/v1/deployments",
+            json!({"group": "fleet", "functions": ["bench:prod"], "mappings": ["tick"],
+                   "batch_percent": 100}),
+        ),
+    ] {
+        let r = retrying(&mut op, method, path, token, Some(&body));
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
 }
 
 fn pct(v: &[u32], p: f64) -> f64 {
@@ -692,6 +767,25 @@ fn main() {
     row(
         "latency max",
         &|r| format!("{:.1} ms", pct(&r.w.total, 1.0)),
+        "",
+    );
+    row(
+        "new version published at (s into the window)",
+        &|r| match r.w.deployed_after {
+            Some(s) => format!("{s:.1} s"),
+            None => "no change (--deploy-at never)".into(),
+        },
+        "",
+    );
+    row(
+        "latency p50 / p99 of the `200`s (new signed document)",
+        &|r| {
+            format!(
+                "{:.1} / {:.1} ms",
+                pct(&r.w.total_200, 0.5),
+                pct(&r.w.total_200, 0.99)
+            )
+        },
         "",
     );
     row(
