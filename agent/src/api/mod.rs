@@ -7,6 +7,7 @@ mod functions;
 mod invoke;
 mod mappings;
 mod observe;
+mod status;
 
 pub use error::ApiError;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     runtime: Runtime,
     /// The bearer token every `/v1/` request must carry.
     token: Arc<str>,
+    /// When the router was built (the agent's start), for `GET /v1/status`'s uptime.
+    started: std::time::Instant,
 }
 
 /// Largest request body (a module upload in base64).
@@ -39,6 +42,7 @@ pub fn router(daemon: Daemon, token: &str) -> Router {
         daemon,
         runtime: Runtime::new(),
         token: token.into(),
+        started: std::time::Instant::now(),
     };
     let v1 = Router::new()
         .route("/functions", get(functions::list).post(functions::create))
@@ -77,6 +81,7 @@ pub fn router(daemon: Daemon, token: &str) -> Router {
         )
         .route("/logs", get(observe::logs))
         .route("/stats", get(observe::stats))
+        .route("/status", get(status::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/v1", v1)

@@ -1,7 +1,7 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`: clients of a
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `status`: clients of a
 //!   running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
@@ -26,6 +26,7 @@ mod mapping;
 mod output;
 mod run;
 mod stats;
+mod status;
 
 use clap::{Parser, Subcommand};
 use client::ClientError;
@@ -67,6 +68,9 @@ enum Command {
     Mapping(mapping::MappingArgs),
     /// List events whose delivery failed for good.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Show the agent at a glance: functions, mappings, enrollment, and what waits to leave it
+    /// (outbox, queued events, telemetry not yet uploaded, records dropped before upload).
+    Status(status::StatusArgs),
     /// Enroll this device with the cloud (stores its credential and the root key in the data
     /// directory); `run` then syncs its desired state.
     Enroll(enroll::EnrollArgs),
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => finish(stats::run(args)),
         Command::Mapping(args) => finish(mapping::run(args)),
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
+        Command::Status(args) => finish(status::run(args)),
         Command::Enroll(args) => enroll::run(args),
     }
 }

@@ -54,6 +54,7 @@
 //! - [`retention`]: bounded history (age, rows, the disk budget), counted drops
 //! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
+//! - [`status`]: counts behind `GET /v1/status` (what the agent holds, what waits to leave)
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
 
 pub mod alias;
@@ -79,6 +80,7 @@ pub mod records;
 pub mod resolve;
 pub mod retention;
 pub mod stats;
+pub mod status;
 pub mod upload;
 pub mod versions;
 
@@ -110,6 +112,7 @@ pub use retention::{Dropped, Retention, RowCounts};
 pub use stats::{
     Figures, Fuel, StatsGroup, StatsPoint, StatsQuery, StatsReport, Summary, VersionKey,
 };
+pub use status::StoreCounts;
 pub use upload::UploadStatus;
 pub use versions::{Published, VersionInfo};
 

@@ -1679,3 +1679,69 @@ fn the_admin_api_requires_the_token() {
     );
     assert_eq!(env.json(), json!([]));
 }
+
+#[test]
+fn status_counts_what_the_agent_holds() {
+    let a = Agent::start("status");
+    let echo = module("echo");
+    for name in ["one", "two"] {
+        a.cli(&["function", "create", name, "--module", &echo]).ok();
+    }
+    a.cli(&["function", "disable", "two"]).ok();
+    let id = a
+        .cli(&[
+            "mapping",
+            "create",
+            "--function",
+            "one",
+            "--every",
+            "1h",
+            "--json",
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.cli(&[
+        "mapping",
+        "create",
+        "--function",
+        "one",
+        "--cron",
+        "0 0 * * * *",
+    ])
+    .ok();
+    a.cli(&["mapping", "pause", &id]).ok();
+
+    let v = a.cli(&["status", "--json"]).json();
+    assert_eq!(
+        (
+            &v["functions"],
+            &v["functions_enabled"],
+            &v["functions_cloud"]
+        ),
+        (&json!(2), &json!(1), &json!(0)),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["mappings"], &v["mappings_paused"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(v["device"], Value::Null);
+    assert_eq!(v["cloud_sequence"], Value::Null);
+    assert_eq!(v["dead_letters"], 0);
+    assert!(v["store"]["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["store"]["schema_version"].as_u64().unwrap() >= 4, "{v}");
+    assert_eq!(v["upload"]["dropped"]["logs"], 0);
+
+    let text = a.cli(&["status"]).ok();
+    for needle in [
+        "functions:",
+        "2 (1 enabled, 0 from the cloud)",
+        "mappings:",
+        "2 (1 paused)",
+        "not enrolled",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in\n{text}");
+    }
+}

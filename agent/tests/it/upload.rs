@@ -260,6 +260,28 @@ fn cloud_down_keeps_disk_within_budget_counts_drops_and_drains_after() {
         "records wait for the cloud: {status:?}"
     );
     assert!(status.dropped.invocations > 0, "{status:?}");
+    // `edgefn-agent status` shows the backlog and the drops to the person at the gateway.
+    let shown = agent.cli(&["status", "--json"]).json();
+    assert_eq!(shown["enrollment"]["device_name"], "up-c", "{shown}");
+    assert!(
+        shown["device"].as_str().unwrap().starts_with("d-"),
+        "{shown}"
+    );
+    let upload = &shown["upload"];
+    assert!(
+        upload["dropped"]["logs"].as_u64().unwrap() >= status.dropped.logs
+            && upload["dropped"]["invocations"].as_u64().unwrap() >= status.dropped.invocations
+            && upload["pending_logs"].as_u64().unwrap() > 0,
+        "{shown}"
+    );
+    assert!(upload["failures"].as_u64().unwrap() > 0, "{shown}");
+    let text = agent.cli(&["status"]).ok();
+    assert!(
+        text.contains("enrolled as up-c")
+            && text.contains("dropped:")
+            && text.contains("before upload"),
+        "{text}"
+    );
 
     cloud.restart(&[]);
     // Every record written is in the cloud once or counted as dropped, and nothing waits.
