@@ -294,7 +294,7 @@ impl<'a> Event<'a> {
     /// Trailing bytes are an error.
     pub fn decode(bytes: &'a [u8]) -> Result<Event<'a>, DecodeError> {
         match postcard::take_from_bytes::<Event<'a>>(bytes) {
-            Ok((ev, rest)) if rest.is_empty() => Ok(ev),
+            Ok((ev, [])) => Ok(ev),
             _ => Err(DecodeError),
         }
     }

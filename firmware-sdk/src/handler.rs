@@ -13,6 +13,9 @@ pub const MAX_ERROR: usize = 256;
 pub type ResponseBuf = heapless::Vec<u8, INLINE_RESPONSE>;
 
 /// What a handler returns on success.
+// The inline variant is large on purpose: a no_std guest has no allocator to box it into, and the
+// value lives on the handler's stack for one call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
     /// No response bytes (keeps whatever [`respond`](crate::respond) set, if anything).
@@ -42,6 +45,8 @@ impl<'a> Response<'a> {
 
     /// Formats into an inline buffer: `Response::fmt(format_args!("{}", x))`.
     /// Fails when the text is longer than [`INLINE_RESPONSE`].
+    // `Error` holds its message inline (no allocator in a guest), hence its size.
+    #[allow(clippy::result_large_err)]
     pub fn fmt(args: core::fmt::Arguments<'_>) -> Result<Response<'static>, Error> {
         let mut s = heapless::String::<INLINE_RESPONSE>::new();
         s.write_fmt(args)

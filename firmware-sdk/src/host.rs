@@ -70,7 +70,7 @@ pub fn publish(topic: &str, data: &[u8], qos: QoS) -> Result<(), HostError> {
 }
 
 /// Result of a lookup into a caller-provided buffer.
-fn lookup<'b>(code: i32, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, Lookup> {
+fn lookup(code: i32, buf: &mut [u8]) -> Result<Option<&[u8]>, Lookup> {
     if code == status::NOT_FOUND {
         Ok(None)
     } else if code < 0 {
