@@ -15,7 +15,7 @@
 //!
 //! ```sh
 //! cargo bench -p edgefn-cloud --bench fleet [-- --devices N --secs S --interval S --workers W
-//!     --deploy-at S|never --db sqlite --db postgres://postgres@127.0.0.1:5432/test]
+//!     --deploy-at S|never --mqtt mqtt://127.0.0.1:1883 --db sqlite --db postgres://postgres@127.0.0.1:5432/test]
 //! ```
 //!
 //! Mid-window (`--deploy-at S`, default 15 s; `never` to keep the fleet's state unchanged) the
@@ -50,6 +50,9 @@ struct Opts {
     /// Seconds into the window at which the operator publishes version 2 and moves `prod` to it,
     /// so every device's next poll fetches a new signed document (`200`) instead of a `304`.
     deploy_at: Option<f64>,
+    /// `--mqtt URL`: the server also nudges every device over this broker on each change
+    /// (`serve --mqtt`), as a fleet with nudges would run it.
+    mqtt: Option<String>,
 }
 
 fn parse_opts() -> Opts {
@@ -61,6 +64,7 @@ fn parse_opts() -> Opts {
         workers: 64,
         dbs: vec![],
         deploy_at: Some(15.0),
+        mqtt: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -71,6 +75,7 @@ fn parse_opts() -> Opts {
             "--interval" => o.interval = val().parse().expect("--interval S"),
             "--workers" => o.workers = val().parse().expect("--workers W"),
             "--db" => o.dbs.push(val()),
+            "--mqtt" => o.mqtt = Some(val()),
             "--deploy-at" => {
                 o.deploy_at = match val().as_str() {
                     "never" => None,
@@ -234,7 +239,7 @@ fn cloud_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgefn-cloud")))
 }
 
-fn start_server(db: &str) -> Server {
+fn start_server(db: &str, mqtt: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let bin = cloud_binary();
     let ok = Command::new(&bin)
@@ -259,6 +264,7 @@ fn start_server(db: &str) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
         .arg(dir.path())
         .args(["--db", &db_url])
+        .args(mqtt.map(|url| ["--mqtt", url]).into_iter().flatten())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -696,7 +702,7 @@ fn main() {
             "{name}: starting edgefn-cloud, enrolling {} devices",
             o.devices
         );
-        let server = start_server(db);
+        let server = start_server(db, o.mqtt.as_deref());
         SETUP_RETRIES.store(0, Ordering::Relaxed);
         let (devs, enroll_s, doc_bytes) = setup(&server, &o);
         let setup_retries = SETUP_RETRIES.load(Ordering::Relaxed);
