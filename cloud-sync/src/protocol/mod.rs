@@ -15,6 +15,7 @@
 //! - [`check`]: [`ModuleCheck`], the same module check on a download as it arrives (and resumes).
 //! - [`telemetry`]: log/invocation/stats upload batches, their answer and their compression.
 //! - [`histogram`]: the mergeable histogram that stats buckets carry (agent and cloud merge it).
+//! - [`topic`]: MQTT topic names and filters: validation and matching (agent and cloud).
 
 pub mod check;
 pub mod desired;
@@ -26,6 +27,7 @@ pub mod names;
 pub mod signed;
 pub mod status;
 pub mod telemetry;
+pub mod topic;
 pub mod verify;
 
 pub use check::ModuleCheck;

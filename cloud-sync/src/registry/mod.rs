@@ -7,8 +7,8 @@
 //!
 //! - [`spec`]: function spec TOML (keys and ranges).
 //! - [`mapping`]: mapping sources and destinations.
-//! - [`topic`]: MQTT topic names and filters.
+//! - [`topic`]: MQTT topic names and filters (`protocol::topic`, which the agent uses too).
 
 pub mod mapping;
 pub mod spec;
-pub mod topic;
+pub use crate::protocol::topic;

@@ -18,6 +18,8 @@ struct Raw {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     permissions: RawPermissions,
+    #[serde(default)]
+    destinations: RawDestinations,
 }
 
 #[derive(Deserialize, Default)]
@@ -27,6 +29,15 @@ struct RawLimits {
     memory_mb: Option<usize>,
     timeout_ms: Option<u64>,
     max_event_bytes: Option<usize>,
+}
+
+/// Where a function's asynchronous results go (`[destinations]`, docs/function-spec.md).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDestinations {
+    on_success: Option<String>,
+    on_failure: Option<String>,
+    retries: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,6 +102,16 @@ pub fn validate_spec(text: &str) -> Result<(), String> {
             return bad(format!("permissions.publish: `{f}`: {e}"));
         }
     }
+    let d = &raw.destinations;
+    for (key, text) in [("on_success", &d.on_success), ("on_failure", &d.on_failure)] {
+        if let Some(t) = text {
+            super::mapping::check_destination(t)
+                .map_err(|e| format!("bad function spec: destinations.{key}: {e}"))?;
+        }
+    }
+    if let Some(r) = d.retries.filter(|r| *r > 10) {
+        return bad(format!("destinations.retries must be 0..=10, got {r}"));
+    }
     Ok(())
 }
 
@@ -124,5 +145,22 @@ mod tests {
         assert!(validate_spec("[permissions]\npublish = [\"a/#/b\"]")
             .unwrap_err()
             .contains("a/#/b"));
+    }
+
+    #[test]
+    fn destinations_follow_the_agents_rules() {
+        // The agent's spec has `[destinations]` (docs/function-spec.md): the cloud takes it too.
+        let spec = "[destinations]\non_success = \"topic:out/ok\"\n\
+                    on_failure = \"function:fallback:prod\"\nretries = 3\n";
+        assert_eq!(validate_spec(spec), Ok(()));
+        let e = validate_spec("[destinations]\non_failure = \"queue:x\"").unwrap_err();
+        assert!(
+            e.contains("destinations.on_failure") && e.contains("queue:x"),
+            "{e}"
+        );
+        let e = validate_spec("[destinations]\nretries = 11").unwrap_err();
+        assert!(e.contains("destinations.retries"), "{e}");
+        let e = validate_spec("[destinations]\nevery = 1").unwrap_err();
+        assert!(e.contains("every"), "{e}");
     }
 }
