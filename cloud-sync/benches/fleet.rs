@@ -20,8 +20,10 @@
 //!
 //! Mid-window (`--deploy-at S`, default 15 s; `never` to keep the fleet's state unchanged) the
 //! operator publishes version 2 of the function, moves the alias to it and deploys it to the
-//! whole group (one batch), so each
-//! device's next poll gets a newly built and signed document (`200`) and keeps its new ETag.
+//! whole group (one batch, health wait 1 s), so each
+//! device's next poll gets a newly built and signed document (`200`) and keeps its new ETag,
+//! then reports `applied` (`POST /v1/device/status`) as an agent does; the bench watches the
+//! deployment until it succeeds.
 //!
 //! Env: EDGEFN_BENCH_DEVICES (default 10000), EDGEFN_BENCH_SECS (window, default 60),
 //! EDGEFN_BENCH_CLOUD (server binary). Default backends: SQLite, then the local PostgreSQL
@@ -488,6 +490,9 @@ struct Window {
     service: Vec<u32>,           // µs from sending the request to the answer
     total_200: Vec<u32>,         // `total` of the polls answered with a new document
     deployed_after: Option<f64>, // s into the window when the new version was live
+    reports: Vec<u32>,           // µs per status report (`applied`) after a new document
+    report_errors: usize,        // reports not answered `204`
+    rollout: Option<Rollout>,    // how the mid-window deployment ended
     ok200: usize,
     not_modified: usize,
     other: usize,
@@ -543,6 +548,22 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
                             if let Some(e) = r.etag {
                                 *d.etag.lock().unwrap() = e;
                             }
+                            // As an agent does once it activated the document: `applied` for
+                            // each deployment in it (what drives the rollout).
+                            if let Some(report) = status_report(&r.body) {
+                                let sent = Instant::now();
+                                let r = c.request(
+                                    "POST",
+                                    "/v1/device/status",
+                                    &d.credential,
+                                    None,
+                                    Some(&report),
+                                );
+                                w.reports.push(sent.elapsed().as_micros() as u32);
+                                if !matches!(r, Ok(ref r) if r.status == 204) {
+                                    w.report_errors += 1;
+                                }
+                            }
                         }
                         Ok(_) => w.other += 1,
                         Err(_) => w.errors += 1,
@@ -553,6 +574,8 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
                 all.total.extend(w.total);
                 all.service.extend(w.service);
                 all.total_200.extend(w.total_200);
+                all.reports.extend(w.reports);
+                all.report_errors += w.report_errors;
                 all.ok200 += w.ok200;
                 all.not_modified += w.not_modified;
                 all.other += w.other;
@@ -568,13 +591,18 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     let (ccpu0, _, _) = proc_stats(&me);
     let load_start = loadavg();
     let start = Instant::now();
+    let window_end = Duration::from_secs(o.secs);
     // The operator's change, on a thread of its own so the schedule keeps its pace.
     let deployer = o.deploy_at.map(|at| {
         let (addr, token) = (server.addr.clone(), server.token.clone());
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(at));
-            deploy_version_2(&addr, &token);
-            start.elapsed().as_secs_f64()
+            let id = deploy_version_2(&addr, &token);
+            let deployed = start.elapsed().as_secs_f64();
+            (
+                deployed,
+                watch_rollout(&addr, &token, &id, start, window_end),
+            )
         })
     });
     let window = Duration::from_secs(o.secs);
@@ -605,7 +633,10 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     for w in workers {
         w.join().unwrap();
     }
-    let deployed_after = deployer.map(|d| d.join().unwrap());
+    let (deployed_after, rollout) = match deployer.map(|d| d.join().unwrap()) {
+        Some((at, rollout)) => (Some(at), Some(rollout)),
+        None => (None, None),
+    };
     let elapsed = start.elapsed().as_secs_f64();
     let (cpu1, rss, hwm) = proc_stats(&pid);
     let (ccpu1, _, _) = proc_stats(&me);
@@ -620,14 +651,74 @@ fn run_window(server: &Server, devs: Arc<Vec<Dev>>, o: &Opts) -> Window {
     w.total.sort_unstable();
     w.service.sort_unstable();
     w.total_200.sort_unstable();
+    w.reports.sort_unstable();
     w.deployed_after = deployed_after;
+    w.rollout = rollout;
     w
+}
+
+/// The body of `applied` reports for a `200` answer of `GET /v1/device/desired`.
+fn status_report(body: &[u8]) -> Option<Value> {
+    use base64::Engine;
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let signed = &doc["document"];
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(signed["payload_base64"].as_str()?)
+        .ok()?;
+    let state: Value = serde_json::from_slice(&payload).ok()?;
+    let mut deployments: Vec<&str> = state["functions"]
+        .as_array()?
+        .iter()
+        .filter_map(|f| f["deployment"].as_str())
+        .collect();
+    deployments.sort_unstable();
+    deployments.dedup();
+    Some(json!({
+        "sequence": state["sequence"],
+        "key_id": signed["key_id"],
+        "deployments": deployments.iter()
+            .map(|d| json!({"deployment": d, "state": "applied"}))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// How the mid-window deployment ended (as `GET /v1/deployments/{id}` says).
+#[derive(Default)]
+struct Rollout {
+    /// `succeeded`, `running`, ... at the end of the watch.
+    status: String,
+    /// Seconds into the window when it became `succeeded` (`None`: not within the window + 30 s).
+    succeeded_at: Option<f64>,
+    /// Its per-state device counts at the end.
+    counts: String,
+}
+
+/// Polls the deployment every 250 ms until it ends or 30 s after the window.
+fn watch_rollout(addr: &str, token: &str, id: &str, start: Instant, window: Duration) -> Rollout {
+    let mut op = Conn::new(addr);
+    let mut r = Rollout::default();
+    while start.elapsed() < window + Duration::from_secs(30) {
+        let resp = op
+            .request("GET", &format!("/v1/deployments/{id}"), token, None, None)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        r.status = v["status"].as_str().unwrap_or("?").to_owned();
+        r.counts = v["counts"].to_string();
+        if r.status != "running" {
+            if r.status == "succeeded" {
+                r.succeeded_at = Some(start.elapsed().as_secs_f64());
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    r
 }
 
 /// The operator's change mid-window: a new module for `bench`, published as version 2, `prod`
 /// moved to it and deployed to the group. Every device's desired state changes (new manifest,
 /// new sequence, new signature).
-fn deploy_version_2(addr: &str, token: &str) {
+fn deploy_version_2(addr: &str, token: &str) -> String {
     use base64::Engine;
     let mut op = Conn::new(addr);
     let mut m = module();
@@ -647,7 +738,7 @@ fn deploy_version_2(addr: &str, token: &str) {
             "POST",
             "/v1/deployments",
             json!({"group": "fleet", "functions": ["bench:prod"], "mappings": ["tick"],
-                   "batch_percent": 100}),
+                   "batch_percent": 100, "health_wait_ms": 1000}),
         ),
     ] {
         let r = retrying(&mut op, method, path, token, Some(&body));
@@ -657,7 +748,12 @@ fn deploy_version_2(addr: &str, token: &str) {
             r.status,
             String::from_utf8_lossy(&r.body)
         );
+        if path == "/v1/deployments" {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            return v["id"].as_str().expect("a deployment id").to_owned();
+        }
     }
+    unreachable!("the deployment is the last request")
 }
 
 fn pct(v: &[u32], p: f64) -> f64 {
@@ -780,6 +876,32 @@ fn main() {
         &|r| match r.w.deployed_after {
             Some(s) => format!("{s:.1} s"),
             None => "no change (--deploy-at never)".into(),
+        },
+        "",
+    );
+    row(
+        "status reports `applied` p50 / p99 (errors)",
+        &|r| {
+            format!(
+                "{:.1} / {:.1} ms ({})",
+                pct(&r.w.reports, 0.5),
+                pct(&r.w.reports, 0.99),
+                r.w.report_errors
+            )
+        },
+        "",
+    );
+    row(
+        "rollout: status, when it succeeded, device counts",
+        &|r| match &r.w.rollout {
+            Some(x) => format!(
+                "{} at {} {}",
+                x.status,
+                x.succeeded_at
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
+                x.counts
+            ),
+            None => "-".into(),
         },
         "",
     );

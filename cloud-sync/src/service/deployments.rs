@@ -377,7 +377,7 @@ impl Service {
         let changed = self
             .store
             .tx(move |tx| {
-                let mut changed = false;
+                let (mut changed, mut failed) = (false, false);
                 tx.execute(
                     "UPDATE devices SET applied_sequence = $2, applied_key_id = $3, last_seen_ms = $4 WHERE id = $1",
                     params![&device, report.sequence, report.key_id.clone(), now_ms()],
@@ -406,9 +406,14 @@ impl Service {
                         params![&r.deployment, &device, new, r.error.clone(), now_ms()],
                     )?;
                     changed |= r.state == ReportState::Failed;
+                    failed |= r.state == ReportState::Failed;
                 }
                 changed |= signing::retire_confirmed(tx)?;
-                changed |= rollout::advance_all(tx)?;
+                // A failure may cross the threshold: roll back now. `applied` / `healthy` wait
+                // for the ticker (250 ms): a step per report would cost O(fleet) per report.
+                if failed {
+                    changed |= rollout::advance_all(tx)?;
+                }
                 Ok(changed)
             })
             .await?;
