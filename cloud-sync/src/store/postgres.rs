@@ -12,7 +12,7 @@ use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use ::postgres::{Client, IsolationLevel, NoTls};
 
 use super::error::StoreError;
-use super::schema::{statements, MIGRATIONS};
+use super::schema::{statements, MIGRATIONS, POSTGRES_ONLY};
 use super::value::{Row, Value};
 use super::Tx;
 
@@ -211,6 +211,9 @@ impl PgDb {
             .get(0);
         for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             for s in statements(m) {
+                tx.batch_execute(s)?;
+            }
+            for (_, s) in POSTGRES_ONLY.iter().filter(|(n, _)| *n == i + 1) {
                 tx.batch_execute(s)?;
             }
             tx.execute(

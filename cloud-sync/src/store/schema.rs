@@ -203,7 +203,21 @@ CREATE INDEX group_members_device ON group_members (device_id);
 CREATE INDEX deployment_devices_device ON deployment_devices (device_id);
 CREATE INDEX deployments_status ON deployments (status)
 "#,
+    // 4: storage tuning only PostgreSQL has syntax for (see `POSTGRES_ONLY`); nothing portable.
+    "",
 ];
+
+/// Statements PostgreSQL runs after the portable migration of the same number (1-based), in
+/// the same transaction.
+///
+/// 4: a `devices` row carries the device's ~1.8 KB signed document, rewritten on every change,
+/// so pages full of rows left no room to update one in place: each update wrote new entries
+/// into every index of the table, and SSI's page-level predicate locks on those index pages made
+/// concurrent updates of *different* devices fail with serialization errors (retried, slowly:
+/// p99 1.5 s for polls during a 10,000-device rollout, docs/benchmarks.md). With free space in
+/// every page, document updates are HOT (heap-only: no index writes). Applies to pages written
+/// from now on.
+pub const POSTGRES_ONLY: &[(usize, &str)] = &[(4, "ALTER TABLE devices SET (fillfactor = 40)")];
 
 /// The statements of one migration.
 pub fn statements(migration: &str) -> impl Iterator<Item = &str> {
