@@ -8,7 +8,10 @@
 //!
 //! The signed document is cached on the device row with a hash of its content (and of the
 //! signing keys): it is re-signed with the next sequence number only when that changes, or
-//! when half of its validity has passed.
+//! when half of its validity has passed. A build reads in a read transaction (snapshot) and
+//! writes, only when the document must change, the device's row alone in a write transaction
+//! that checks the row did not move since the snapshot (else it starts over): on PostgreSQL a
+//! fleet's polls then stay out of the serializable transactions that rollouts run.
 //!
 //! Polls are answered from memory while nothing changed: [`DocCache`] remembers, per device,
 //! the sequence of the document last built and the change generation it was built at
@@ -100,41 +103,108 @@ fn overlay(tx: &mut dyn Tx, device: &str) -> Result<(Vec<FunctionState>, Vec<Map
 }
 
 /// The device's current signed document, re-signed if its content changed.
-pub(crate) fn document_tx(tx: &mut dyn Tx, device: &str, ttl_ms: i64) -> Result<DesiredDocument> {
-    let (functions, mappings) = overlay(tx, device)?;
-    let keys = signing::listed_certs(tx)?;
-    let (key_id, key) = signing::active_key(tx)?;
-    let hash_input = serde_json::to_vec(&(&functions, &mappings, &keys, &key_id)).unwrap();
-    let content_hash = sha256_hex(&hash_input);
+/// What a document build read: the content the device should run and the document it has.
+struct Snapshot {
+    functions: Vec<FunctionState>,
+    mappings: Vec<MappingState>,
+    keys: Vec<Signed<crate::protocol::KeyCert>>,
+    key_id: String,
+    content_hash: String,
+    stored: Stored,
+}
+
+/// The document stored on the device row.
+#[derive(PartialEq, Eq)]
+struct Stored {
+    sequence: u64,
+    content_hash: Option<String>,
+    document: Option<String>,
+    issued_ms: i64,
+}
+
+fn stored(tx: &mut dyn Tx, device: &str) -> Result<Stored> {
     let r = tx.query_one(
         "SELECT sequence, content_hash, document, document_issued_ms FROM devices WHERE id = $1",
         params![device],
     )?;
-    let now = now_ms();
-    if let Some(doc) = r.opt_text(2)? {
-        if r.text(1)? == content_hash && now - r.i64(3)? < ttl_ms / 2 {
-            return serde_json::from_str(&doc)
-                .map_err(|e| StoreError::Db(format!("stored document: {e}")));
+    Ok(Stored {
+        sequence: r.u64(0)?,
+        content_hash: r.opt_text(1)?,
+        document: r.opt_text(2)?,
+        issued_ms: r.opt_i64(3)?.unwrap_or(0),
+    })
+}
+
+/// Phase 1, in a read transaction: the content and the stored document.
+fn snapshot(tx: &mut dyn Tx, device: &str) -> Result<Snapshot> {
+    let (functions, mappings) = overlay(tx, device)?;
+    let keys = signing::listed_certs(tx)?;
+    let (key_id, _) = signing::active_key(tx)?;
+    let hash_input = serde_json::to_vec(&(&functions, &mappings, &keys, &key_id)).unwrap();
+    Ok(Snapshot {
+        content_hash: sha256_hex(&hash_input),
+        stored: stored(tx, device)?,
+        functions,
+        mappings,
+        keys,
+        key_id,
+    })
+}
+
+/// The stored document, if it is the one for this content and not due for re-issue.
+fn current(
+    stored: &Stored,
+    content_hash: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Option<DesiredDocument>> {
+    match (&stored.document, &stored.content_hash) {
+        (Some(doc), Some(hash)) if hash == content_hash && now - stored.issued_ms < ttl_ms / 2 => {
+            serde_json::from_str(doc)
+                .map(Some)
+                .map_err(|e| StoreError::Db(format!("stored document: {e}")))
         }
+        _ => Ok(None),
     }
-    let sequence = r.u64(0)? + 1;
+}
+
+/// Phase 2, in a write transaction that touches only the device's row: signs the snapshot's
+/// content with the next sequence, unless the row moved since the snapshot (another request
+/// built a document meanwhile: its document, if current, is the answer; else `None`, and the
+/// build starts over from a new snapshot).
+fn store_document(
+    tx: &mut dyn Tx,
+    device: &str,
+    snap: &Snapshot,
+    ttl_ms: i64,
+) -> Result<Option<DesiredDocument>> {
+    let now = now_ms();
+    let row = stored(tx, device)?;
+    if row != snap.stored {
+        return current(&row, &snap.content_hash, now, ttl_ms);
+    }
+    let (key_id, key) = signing::active_key(tx)?;
+    if key_id != snap.key_id {
+        return Ok(None); // a key rotation meanwhile
+    }
+    let sequence = row.sequence + 1;
     let state = DesiredState {
         device: device.to_owned(),
         sequence,
         issued_ms: now,
         expires_ms: now + ttl_ms,
-        functions,
-        mappings,
+        functions: snap.functions.clone(),
+        mappings: snap.mappings.clone(),
     };
     let doc = DesiredDocument {
-        keys,
+        keys: snap.keys.clone(),
         document: Signed::sign(&state, Context::Desired, &key_id, &key),
     };
     tx.execute(
         "UPDATE devices SET sequence = $2, content_hash = $3, document = $4, document_issued_ms = $5 WHERE id = $1",
-        params![device, sequence, content_hash, serde_json::to_string(&doc).unwrap(), now],
+        params![device, sequence, snap.content_hash.clone(), serde_json::to_string(&doc).unwrap(), now],
     )?;
-    Ok(doc)
+    Ok(Some(doc))
 }
 
 /// What this process last established about one device's document.
@@ -192,17 +262,29 @@ impl Service {
         let ttl = self.settings.document_ttl_ms;
         let generation = self.generation();
         let id = device.clone();
-        let (state, doc) = self
-            .store
-            .tx(move |tx| {
-                let doc = document_tx(tx, &id, ttl)?;
-                let state = doc
-                    .document
-                    .payload_unverified()
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-                Ok((state, doc))
-            })
-            .await?;
+        // Built from a read snapshot, so that polls of a fleet during a rollout do not run
+        // serializable transactions over the deployments the rollout writes (on PostgreSQL
+        // they failed and were retried by the thousand); only storing a new document writes,
+        // and only the device's row.
+        let doc = loop {
+            let id2 = id.clone();
+            let snap = self.store.read(move |tx| snapshot(tx, &id2)).await?;
+            if let Some(doc) = current(&snap.stored, &snap.content_hash, now_ms(), ttl)? {
+                break doc;
+            }
+            let (id2, snap) = (id.clone(), std::sync::Arc::new(snap));
+            if let Some(doc) = self
+                .store
+                .tx(move |tx| store_document(tx, &id2, &snap, ttl))
+                .await?
+            {
+                break doc;
+            }
+        };
+        let state = doc
+            .document
+            .payload_unverified()
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         self.documents.note(
             &device,
             Known {
