@@ -75,7 +75,11 @@ pub async fn invoke(
         )
             .into_response());
     }
-    let (done, logs) = s.daemon.invoke_direct(req, q.log_tail).await?;
+    // The tail: the newest 100 lines (the log query's default page).
+    let (done, logs) = s
+        .daemon
+        .invoke_direct(req, q.log_tail.then_some(100))
+        .await?;
     let inv = done.invocation;
     let doc = InvocationDoc {
         invocation_id: inv.id,

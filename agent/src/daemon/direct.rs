@@ -4,20 +4,30 @@
 //! or async (refused at once when it cannot run, its outcome logged with the invocation id).
 
 use super::{Daemon, InvokeError, InvokeRequest, Invoked};
-use crate::store::{Level, LogLine, LogRecord};
+use crate::store::{Level, LogFilter, LogLine, LogRecord};
 
 impl Daemon {
-    /// Runs `req` to its committed end; with `log_tail`, also returns the invocation's log lines.
+    /// Runs `req` to its committed end; with `log_tail: Some(n)`, also returns the invocation's
+    /// newest `n` log lines (oldest first).
     pub async fn invoke_direct(
         &self,
         req: InvokeRequest,
-        log_tail: bool,
+        log_tail: Option<u32>,
     ) -> Result<(Invoked, Vec<LogRecord>), InvokeError> {
         let done = self.invoke(req).await?;
-        let logs = if log_tail {
-            self.invocation_logs(&done.invocation.id).await?
-        } else {
-            Vec::new()
+        let logs = match log_tail {
+            Some(limit) => {
+                let d = self.clone();
+                let filter = LogFilter {
+                    invocation_id: Some(done.invocation.id.clone()),
+                    limit,
+                    ..LogFilter::default()
+                };
+                tokio::task::spawn_blocking(move || d.store().logs(&filter))
+                    .await
+                    .expect("log query never panics")?
+            }
+            None => Vec::new(),
         };
         Ok((done, logs))
     }

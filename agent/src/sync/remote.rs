@@ -312,7 +312,12 @@ async fn run(daemon: &Daemon, device: &str, req: &Remote, invoke: InvokeRequest)
             Err(e) => refused(&e),
         };
     }
-    match daemon.invoke_direct(invoke, req.log_tail).await {
+    // Every line of the invocation (at most `max_log_lines`, 1000, plus host lines), cut to
+    // the newest 4 KiB below.
+    match daemon
+        .invoke_direct(invoke, req.log_tail.then_some(2_000))
+        .await
+    {
         Ok((done, logs)) => {
             let lines = logs
                 .into_iter()
