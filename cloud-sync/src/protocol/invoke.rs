@@ -215,7 +215,7 @@ pub struct Refused {
     /// The request, when it is authentic (its signature checked out) and for this device, so a
     /// refusal can be published to its `reply_to`; `None` for forgeries and others' requests,
     /// which are only logged.
-    pub answerable: Option<InvokeRequest>,
+    pub answerable: Option<Box<InvokeRequest>>,
 }
 
 /// Checks everything a device must before it runs a request: the key certificates against
@@ -268,7 +268,7 @@ pub fn verify_invoke(
     }
     let refuse = |error| Refused {
         error,
-        answerable: Some(req.clone()),
+        answerable: Some(Box::new(req.clone())),
     };
     if !req.reply_to.starts_with(&reply_prefix(device)) || req.reply_to.contains(['+', '#', '\0']) {
         // Not answerable: the reply would go where this device may not (or should not) write.
@@ -369,7 +369,7 @@ mod tests {
         // Expired: authentic, answered.
         let e = verify_invoke(&msg(&good), &rp, "d1", now + 16_000).unwrap_err();
         assert!(matches!(e.error, VerifyError::Expired { .. }), "{e:?}");
-        assert_eq!(e.answerable, Some(good.clone()));
+        assert_eq!(e.answerable, Some(Box::new(good.clone())));
 
         // Too far ahead.
         let mut far = good.clone();
