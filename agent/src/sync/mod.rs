@@ -77,11 +77,8 @@ pub fn start(
     let device_id = enrollment.device_id.clone();
     let cloud = enrollment.cloud.clone();
     if let Some(broker) = &settings.nudge_mqtt {
-        let invoker = remote::RemoteInvoker::new(
-            daemon.clone(),
-            &device_id,
-            &enrollment.root_public_key,
-        )?;
+        let invoker =
+            remote::RemoteInvoker::new(daemon.clone(), &device_id, &enrollment.root_public_key)?;
         nudge::start(broker, &device_id, tx.clone(), std::sync::Arc::new(invoker))?;
     }
     if upload.enabled {
