@@ -57,9 +57,10 @@ health_failures = 3
 # Longest pause between retries while the cloud is unreachable (the agent keeps running its
 # local state).
 retry_max = "60s"
-# A cloud-side MQTT broker to take nudges from (edgefn/devices/{id}/desired), e.g.
+# A cloud-side MQTT broker to take nudges (edgefn/devices/{id}/desired) and signed remote invoke
+# requests (edgefn/devices/{id}/invoke, `edgefn invoke --device`) from, e.g.
 # "mqtt://cloud-broker:1883" or "mqtts://cloud-broker:8883" (TLS). "" = none (the long-poll
-# alone). It is not the [mqtt] broker above: its TLS files are set here.
+# alone, no remote invoke). It is not the [mqtt] broker above: its TLS files are set here.
 mqtt = ""
 # mqtt_ca_file = "/etc/edgefn/cloud-ca.pem"        # default: the system's CA certificates
 # mqtt_cert_file = "/etc/edgefn/cloud-client.pem"  # client certificate and key, if the broker

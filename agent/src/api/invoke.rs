@@ -1,6 +1,6 @@
 //! `POST /v1/functions/{name}/invoke`: direct invocation, sync or async.
 
-use super::{blocking, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::daemon::InvokeRequest;
 use crate::pool::OwnedEvent;
 use crate::store::{LogRecord, Qualifier};
@@ -68,66 +68,18 @@ pub async fn invoke(
         invocation_id: invocation_id.clone(),
     };
     if q.is_async {
-        // Refuse what cannot run (unknown name, disabled) now; run the rest in the background.
-        let d = s.daemon.clone();
-        let (n, qual) = (name.clone(), qualifier.clone());
-        let r = blocking(move || d.store().resolve(&n, &qual, "")).await?;
-        if !r.enabled {
-            return Err(crate::daemon::InvokeError::Disabled(name).into());
-        }
-        let d = s.daemon.clone();
-        let id = invocation_id.clone();
-        tokio::spawn(async move {
-            // Nobody waits for the answer: its outcome goes to the logs (with the invocation id,
-            // so `logs --invocation ID` shows it) as well as to stats.
-            let (level, version, text) = match d.invoke(req).await {
-                Ok(done) => {
-                    let inv = &done.invocation;
-                    let level = if inv.is_success() {
-                        crate::store::Level::Info
-                    } else {
-                        crate::store::Level::Error
-                    };
-                    let text = format!(
-                        "async invocation finished: {} in {} us",
-                        inv.outcome,
-                        inv.duration.as_micros()
-                    );
-                    (level, done.version, text)
-                }
-                Err(e) => (
-                    crate::store::Level::Warn,
-                    None,
-                    format!("async invocation {id} did not run: {e}"),
-                ),
-            };
-            let line = crate::store::LogLine {
-                time_ms: crate::runtime::now_ms() as i64,
-                level,
-                function: Some(name),
-                version,
-                invocation_id: Some(id),
-                text,
-            };
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = d.store().append_logs(&[line]) {
-                    eprintln!("edgefn-agent: cannot write a log line: {e}");
-                }
-            })
-            .await;
-        });
+        s.daemon.invoke_async(req).await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"invocation_id": invocation_id})),
         )
             .into_response());
     }
-    let done = s.daemon.invoke(req).await?;
-    let logs = if q.log_tail {
-        s.daemon.invocation_logs(&done.invocation.id).await?
-    } else {
-        Vec::new()
-    };
+    // The tail: the newest 100 lines (the log query's default page).
+    let (done, logs) = s
+        .daemon
+        .invoke_direct(req, q.log_tail.then_some(100))
+        .await?;
     let inv = done.invocation;
     let doc = InvocationDoc {
         invocation_id: inv.id,

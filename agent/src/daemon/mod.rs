@@ -3,6 +3,7 @@
 //! triggers drive it through [`Daemon`].
 
 mod committer;
+mod direct;
 mod invoke;
 mod metrics;
 

@@ -12,8 +12,10 @@
 //! - [`upload`]: the upload actor: log records, invocation records and stats buckets to
 //!   `POST /v1/device/telemetry` in compressed batches read after the store's upload cursors,
 //!   with capped exponential backoff while the cloud is unreachable.
-//! - [`nudge`]: the optional MQTT subscription to `edgefn/devices/{id}/desired` on a cloud-side
-//!   broker; a nudge makes the actor poll at once.
+//! - [`nudge`]: the optional MQTT connection to a cloud-side broker: `edgefn/devices/{id}/desired`
+//!   (a nudge makes the actor poll at once) and `edgefn/devices/{id}/invoke`.
+//! - [`remote`]: remote invoke requests taken there: verified (signature, device, expiry,
+//!   replay), run through the daemon's direct invoke path, answered on the request's reply topic.
 //!
 //! [`start`] wires it into a running daemon (called once from `edgefn-agent run`).
 //!
@@ -27,6 +29,7 @@ pub mod actor;
 pub mod client;
 pub mod enrollment;
 pub mod nudge;
+pub mod remote;
 pub mod stage;
 pub mod upload;
 
@@ -56,7 +59,8 @@ pub struct SyncHandle {
 }
 
 /// Starts cloud sync for `daemon` if `data_dir` holds an enrollment and `settings.enabled`.
-/// Returns `None` (and starts nothing) otherwise.
+/// Returns `None` (and starts nothing) otherwise. Call on the daemon's tokio runtime (remote
+/// invocations run there).
 pub fn start(
     daemon: Daemon,
     data_dir: &Path,
@@ -73,7 +77,9 @@ pub fn start(
     let device_id = enrollment.device_id.clone();
     let cloud = enrollment.cloud.clone();
     if let Some(broker) = &settings.nudge_mqtt {
-        nudge::start(broker, &device_id, tx.clone())?;
+        let invoker =
+            remote::RemoteInvoker::new(daemon.clone(), &device_id, &enrollment.root_public_key)?;
+        nudge::start(broker, &device_id, tx.clone(), std::sync::Arc::new(invoker))?;
     }
     if upload.enabled {
         let client = CloudClient::new(

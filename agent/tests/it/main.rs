@@ -8,6 +8,7 @@ mod builder;
 mod daemon;
 mod exec;
 mod mappings;
+mod remote_invoke;
 mod runtime_abi;
 mod runtime_examples;
 mod sync;

@@ -235,6 +235,11 @@ impl Cloud {
         }
     }
 
+    /// The cloud's directory (`edgefn-cloud init`: keys, operator token).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The server's stderr so far.
     pub(crate) fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().clone()

@@ -1,7 +1,8 @@
 //! The HTTP API (docs/cloud-api.md): JSON under `/v1`, one file per resource.
 //!
 //! - operator endpoints (`Authorization: Bearer <operator token>`): [`functions`], [`mappings`],
-//!   [`devices`] (and groups), [`deployments`], [`keys`];
+//!   [`devices`] (and groups), [`deployments`], [`keys`], and [`invoke`] (remote invoke of a
+//!   function on one device, relayed over the cloud-side MQTT broker);
 //! - device endpoints (`Authorization: Bearer <device credential>`): [`sync`] (enroll, desired
 //!   state with ETag and long-poll, status reports, artifacts with Range);
 //! - [`telemetry`]: devices' upload batches, the fleet's logs, invocations and stats for
@@ -13,6 +14,7 @@ pub mod deployments;
 pub mod devices;
 pub mod error;
 pub mod functions;
+pub mod invoke;
 pub mod keys;
 pub mod mappings;
 pub mod sync;
@@ -73,6 +75,7 @@ pub fn router(service: Service) -> Router {
             "/v1/devices/{id}",
             get(devices::get).delete(devices::delete),
         )
+        .route("/v1/devices/{id}/invoke", post(invoke::invoke))
         .route(
             "/v1/groups",
             post(devices::create_group).get(devices::list_groups),

@@ -107,6 +107,26 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
+        self.call_inner(method, path, body, None)
+    }
+
+    /// A POST that may take longer than the usual 60 s (a remote invoke's wait).
+    pub fn call_with_timeout(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CliError> {
+        self.call_inner(Method::Post, path, Some(body), Some(timeout))
+    }
+
+    fn call_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let result = match method {
             Method::Get => self
@@ -125,7 +145,10 @@ impl Client {
                     Method::Put => self.http.put(&url),
                     _ => self.http.patch(&url),
                 };
-                let rb = rb.header("authorization", &self.auth);
+                let mut rb = rb.header("authorization", &self.auth);
+                if timeout.is_some() {
+                    rb = rb.config().timeout_global(timeout).build();
+                }
                 match body {
                     Some(v) => rb
                         .content_type("application/json")

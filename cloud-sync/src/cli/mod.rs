@@ -1,13 +1,16 @@
 //! The `edgefn` operator CLI: the registry lifecycle under the agent CLI's verb names, devices,
-//! groups, deployments and keys, fleet logs and stats, as a client of the cloud API. One file per command family;
+//! groups, deployments and keys, remote invoke, fleet logs and stats, as a client of the cloud
+//! API. One file per command family;
 //! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
-//! (its message is printed) or a waited-for rollout did not succeed, 2 usage or connection.
+//! (its message is printed), a waited-for rollout did not succeed or an invoked function failed,
+//! 2 usage or connection.
 
 pub mod build;
 pub mod client;
 pub mod deploy;
 pub mod device;
 pub mod function;
+pub mod invoke;
 pub mod key;
 pub mod logs;
 pub mod mapping;
@@ -97,6 +100,8 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Invoke a function on one device, relayed by the cloud over its MQTT broker.
+    Invoke(invoke::InvokeArgs),
     /// Log records devices uploaded, across the fleet.
     Logs(logs::LogsArgs),
     /// Invocation statistics across the fleet (percentiles from merged histograms).
@@ -159,6 +164,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),
         Command::Key(cmd) => key::run(&c, json, cmd),
+        Command::Invoke(a) => invoke::run(&c, json, a),
         Command::Logs(a) => logs::run(&c, json, a),
         Command::Stats(a) => stats::run(&c, json, a),
         Command::New { .. } | Command::Build { .. } => unreachable!("handled above"),

@@ -9,6 +9,8 @@
 //! - [`manifest`]: a published version's manifest (function, version, module sha256/size, spec).
 //! - [`desired`]: a device's desired-state document.
 //! - [`enroll`]: enrollment request and response.
+//! - [`invoke`]: remote invoke: the signed request the cloud relays to a device over MQTT, the
+//!   device's reply, and [`verify_invoke`].
 //! - [`status`]: the per-deployment status report of a device.
 //! - [`names`]: function/alias names and qualifiers (the agent's rules).
 //! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
@@ -21,6 +23,7 @@ pub mod check;
 pub mod desired;
 pub mod enroll;
 pub mod histogram;
+pub mod invoke;
 pub mod keycert;
 pub mod manifest;
 pub mod names;
@@ -33,6 +36,7 @@ pub mod verify;
 pub use check::ModuleCheck;
 pub use desired::{AliasState, DesiredDocument, DesiredState, FunctionState, MappingState};
 pub use enroll::{EnrollRequest, EnrollResponse};
+pub use invoke::{verify_invoke, InvokeMessage, InvokeReply, InvokeRequest, ReplyStatus};
 pub use keycert::KeyCert;
 pub use manifest::Manifest;
 pub use signed::{Context, Signed};

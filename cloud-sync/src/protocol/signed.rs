@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! message = "edgefn-sig-v1" 0x00 CONTEXT 0x00 PAYLOAD
-//! CONTEXT = "key" | "manifest" | "desired"
+//! CONTEXT = "key" | "manifest" | "desired" | "invoke"
 //! ```
 //!
 //! The signature is ed25519 (RFC 8032) over `message`, 64 bytes, base64 (standard, padded).
@@ -30,6 +30,8 @@ pub enum Context {
     Manifest,
     /// A device's desired-state document.
     Desired,
+    /// A remote invoke request (`protocol::invoke`).
+    Invoke,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
             Context::Key => "key",
             Context::Manifest => "manifest",
             Context::Desired => "desired",
+            Context::Invoke => "invoke",
         }
     }
 }

@@ -42,12 +42,20 @@ pub enum VerifyError {
         not_before_ms: i64,
         now_ms: i64,
     },
-    #[error("desired state is for device {got}, not {expected}")]
-    WrongDevice { expected: String, got: String },
+    #[error("{what} is for device {got}, not {expected}")]
+    WrongDevice {
+        what: String,
+        expected: String,
+        got: String,
+    },
     #[error("desired state sequence {got} is lower than the applied {last} (rollback refused)")]
     Rollback { last: u64, got: u64 },
-    #[error("desired state expired at {expires_ms} (now {now_ms})")]
-    Expired { expires_ms: i64, now_ms: i64 },
+    #[error("{what} expired at {expires_ms} (now {now_ms})")]
+    Expired {
+        what: String,
+        expires_ms: i64,
+        now_ms: i64,
+    },
     #[error("inconsistent desired state: {0}")]
     Inconsistent(String),
     #[error("module of {function} version {version}: size {got} bytes, manifest says {expected}")]
@@ -162,12 +170,14 @@ pub fn verify_desired(
         .verify(Context::Desired, signer, "desired state")?;
     if state.device != device {
         return Err(VerifyError::WrongDevice {
+            what: "desired state".into(),
             expected: device.to_owned(),
             got: state.device,
         });
     }
     if now_ms > state.expires_ms {
         return Err(VerifyError::Expired {
+            what: "desired state".into(),
             expires_ms: state.expires_ms,
             now_ms,
         });

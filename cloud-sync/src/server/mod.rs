@@ -100,7 +100,8 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// How often rollouts advance without status reports (health waits).
     pub tick: Duration,
-    /// A cloud-side broker to publish nudges to ([`nudge`]).
+    /// A cloud-side broker to publish nudges and relay remote invocations through ([`nudge`],
+    /// `service::remote_invoke`).
     pub mqtt: Option<nudge::BrokerOptions>,
     /// How often the store's change revision is polled (changes made by other replicas).
     pub revision_poll: Duration,
@@ -248,7 +249,11 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         }
     };
     if let Some(broker) = &opts.mqtt {
-        nudge::start(service.clone(), broker)?;
+        // One connection per replica for nudges and remote invoke.
+        let link =
+            nudge::BrokerLink::connect(broker).map_err(|e| ServerError::Setup(e.to_string()))?;
+        service.attach_broker(link.clone());
+        nudge::start(service.clone(), link);
     }
     tokio::spawn(service.clone().watch_revision(opts.revision_poll));
     if let Some(max_age_ms) = opts.settings.telemetry_retention_ms {

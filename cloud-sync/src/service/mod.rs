@@ -16,6 +16,10 @@
 //! - [`fleet_logs`], [`fleet_stats`]: queries over uploaded logs, invocations and stats buckets
 //!   (percentiles from merged histograms).
 //! - [`metrics`]: the cloud's own Prometheus metrics.
+//! - [`broker`]: the connection to the cloud-side MQTT broker (`serve --mqtt`): nudges out,
+//!   remote invoke requests out, their replies in.
+//! - [`remote_invoke`]: a direct invocation relayed to one device: the signed request, the
+//!   wait for its reply, and the offline error.
 //!
 //! Every change that may alter a device's desired state calls [`Service::changed`], which wakes
 //! long-polls in this process and moves its change generation (the document cache's validity);
@@ -23,6 +27,7 @@
 
 pub mod aliases;
 pub mod artifacts;
+pub mod broker;
 pub mod deployments;
 pub mod desired;
 pub mod devices;
@@ -33,6 +38,7 @@ pub mod groups;
 pub mod mappings;
 pub mod metrics;
 pub mod presence;
+pub mod remote_invoke;
 pub mod rollout;
 pub mod signing;
 pub mod telemetry;
@@ -90,6 +96,8 @@ pub struct Service {
     documents: Arc<desired::DocCache>,
     /// Last-seen times noted by device requests, written to the store in batches.
     presence: Arc<presence::Presence>,
+    /// The cloud-side MQTT broker, once `serve --mqtt` connected it: remote invoke needs it.
+    broker: Arc<std::sync::OnceLock<Arc<broker::BrokerLink>>>,
 }
 
 impl Service {
@@ -112,7 +120,13 @@ impl Service {
             changes: Arc::new(watch::channel(0).0),
             documents: Arc::default(),
             presence: Arc::default(),
+            broker: Arc::default(),
         }
+    }
+
+    /// Relays remote invocations through `link` from now on (once; later calls are ignored).
+    pub fn attach_broker(&self, link: Arc<broker::BrokerLink>) {
+        let _ = self.broker.set(link);
     }
 
     /// The current change generation (see [`Service::changed`]).

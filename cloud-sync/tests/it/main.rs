@@ -8,6 +8,7 @@ mod binaries;
 mod devices;
 mod nudge;
 mod registry;
+mod remote_invoke;
 mod replicas;
 mod rollouts;
 mod telemetry;
