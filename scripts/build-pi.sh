@@ -40,6 +40,9 @@ done
 
 target_args=()
 for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+# The Pi targets leave out Rust's unwind tables (.cargo/config.toml); the amd64 package gets the
+# same here (not in the config file, where it would also rebuild every native test build).
+[ $with_amd64 = 1 ] && target_args+=(--config 'target.x86_64-unknown-linux-gnu.rustflags=["-C", "force-unwind-tables=no"]')
 echo "== cargo build --release -p edgefn-agent ${target_args[*]} ${CARGO_FEATURES:-}"
 start=$(date +%s)
 # One cargo invocation for every target: build scripts and proc macros are built once.

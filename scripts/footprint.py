@@ -2,20 +2,27 @@
 """Footprint of edgefn-agent (issue 8; docs/benchmarks.md, "Footprint").
 
     scripts/footprint.py [--agent BIN] [--qemu qemu-aarch64 --sysroot /usr/aarch64-linux-gnu]
-                         [--cli BIN] [--runs 11] [--load 5000] [--typical-seconds 120]
-                         [--config agent.toml] [--skip ready,idle,load,typical]
+                         [--cli BIN] [--runs 11] [--load 5000] [--rate 500] [--typical-seconds 120]
+                         [--config agent.toml] [--enroll CLOUD_URL TOKEN] [--skip ready,idle,load,typical]
 
 Measures, for one agent binary (natively, or under qemu-user when --qemu is given):
   - start-to-ready: spawn `run` until GET /v1/health answers (median and spread of --runs), on a
     fresh data directory (creates the store) and on one holding 10 functions (a restart);
   - idle RSS with 10 functions deployed (each invoked once, so each has a warm instance; celsius
-    mapped to an MQTT topic, counter to a 10 s schedule), 10 s after the last call;
-  - RSS under MQTT load: --load QoS 1 readings published as fast as mosquitto_pub goes into the
-    MQTT-triggered celsius (which publishes each result back): peak RSS (VmHWM) and throughput;
+    mapped to an MQTT topic, counter to a once-a-minute schedule), 10 s after the last call;
+  - RSS under MQTT load: --load QoS 1 readings published at a steady --rate (readings/s) into the
+    MQTT-triggered celsius (which publishes each result back): peak RSS (VmHWM) and throughput.
+    Not a burst: Mosquitto queues at most max_queued_messages (default 1000) QoS 1 messages per
+    subscriber beyond its 20 in flight and drops the rest, so a burst faster than the agent
+    consumes loses readings in the broker (that is what stalled this phase at 1,253 of 2,000);
+    the broker's $SYS dropped counter is reported when readings are missing;
   - bytes written to disk per 1,000 invocations (/proc/PID/io write_bytes over that load, plus
     the data directory's growth incl. the WAL);
   - SD-card write volume of a typical workload: one reading a second into celsius plus counter
-    every 10 s, for --typical-seconds, scaled to an hour.
+    once a minute, for --typical-seconds, scaled to an hour.
+With --enroll, the agent of the idle/load/typical phases is enrolled first (`edgefn-agent enroll`
+with a one-time token of `edgefn device enroll NAME`), so its telemetry upload runs (every 10 s)
+and the write figures include it.
 Needs Mosquitto on 127.0.0.1:1883 and mosquitto_pub, and the example functions built
 (cd examples && cargo build --release --target wasm32-unknown-unknown). Under qemu-user every
 RSS includes qemu's own memory (its translator and translated-code cache), so it overstates
@@ -31,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -188,7 +196,33 @@ def deploy_ten(agent, topic):
         data = '{"seq":1,"ts_us":5,"temp":21.5,"value":1}'
         agent.cli("invoke", name, "--data", data, check=False)
     agent.cli("mapping", "create", "--function", "celsius", "--mqtt", f"{topic}/+", "--qos", "1")
-    agent.cli("mapping", "create", "--function", "counter", "--every", "10s")
+    agent.cli("mapping", "create", "--function", "counter", "--every", "1m")
+
+
+def broker_dropped():
+    """Mosquitto's count of messages it dropped (queue limits), from $SYS (retained, refreshed
+    every sys_interval, 10 s by default); None if it has not published one (nothing dropped)."""
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-C", "1", "-W", "3",
+                        "-t", "$SYS/broker/publish/messages/dropped"], capture_output=True, text=True)
+    return int(r.stdout) if r.returncode == 0 and r.stdout.strip().isdigit() else None
+
+
+def paced_publish(topic, count, rate):
+    """QoS 1 readings through one mosquitto_pub -l at a steady rate: lines written in 10 ms
+    slices, each slice on time (catching up if the writer falls behind)."""
+    pub = subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-l", "-t", topic],
+                           stdin=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.monotonic() - t0) * rate) + 1)
+        if due > sent:
+            pub.stdin.write("".join(f'{{"seq":{i},"ts_us":5,"temp":21.5}}\n' for i in range(sent, due)))
+            pub.stdin.flush()
+            sent = due
+        time.sleep(0.01)
+    pub.stdin.close()
+    pub.wait()
 
 
 def invocations(agent, name):
@@ -210,10 +244,13 @@ def main():
     p.add_argument("--agent", default=os.path.join(TOP, "target/release/edgefn-agent"))
     p.add_argument("--cli", help="native binary for the CLI verbs (default: --agent, under qemu if given)")
     p.add_argument("--config", help="agent config file passed to `run --config` (e.g. [store] cache_kib)")
+    p.add_argument("--enroll", nargs=2, metavar=("CLOUD_URL", "TOKEN"),
+                   help="enroll the measured agent (upload on) with a one-time token first")
     p.add_argument("--qemu")
     p.add_argument("--sysroot")
     p.add_argument("--runs", type=int, default=11)
     p.add_argument("--load", type=int, default=5000)
+    p.add_argument("--rate", type=float, default=500, help="readings/s of the load phase")
     p.add_argument("--typical-seconds", type=int, default=120)
     p.add_argument("--skip", default="", help="comma list of: ready,idle,load,typical")
     args = p.parse_args()
@@ -251,6 +288,11 @@ def main():
         return
     topic = f"footprint/{os.getpid()}/in"
     d = os.path.join(work, "main")
+    if args.enroll:
+        cli = [args.cli] if args.cli else ([args.qemu, "-L", args.sysroot, args.agent] if args.qemu else [args.agent])
+        subprocess.run(cli + ["enroll", "--cloud", args.enroll[0], "--token", args.enroll[1], "--data-dir", d],
+                       check=True, stdout=subprocess.DEVNULL)
+        print(f"enrolled with {args.enroll[0]} (telemetry upload on)")
     a = Agent(args, d, mqtt="mqtt://127.0.0.1:1883", http="127.0.0.1:0")
     a.wait_ready()
     pid = a.proc.pid
@@ -271,20 +313,33 @@ def main():
         if "load" not in skip:
             before = invocations(a, "celsius")
             io0, size0 = proc_io(pid), dir_bytes(d)
-            lines = "".join(f'{{"seq":{i},"ts_us":5,"temp":21.5}}\n' for i in range(args.load))
+            dropped0 = broker_dropped()
             t0 = time.monotonic()
-            pub = subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-l", "-t", f"{topic}/load"],
-                                   stdin=subprocess.PIPE, text=True)
-            pub.communicate(lines)
-            peak = 0
-            deadline = time.monotonic() + 600
-            n = before
+            peak = [0]
+            stop_sampling = [False]
+
+            def sample():
+                while not stop_sampling[0]:
+                    peak[0] = max(peak[0], kib(proc_status(pid)["VmRSS"]))
+                    time.sleep(0.1)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            paced_publish(f"{topic}/load", args.load, args.rate)
+            deadline = time.monotonic() + 120
+            n = invocations(a, "celsius")
             while n < before + args.load and time.monotonic() < deadline:
-                peak = max(peak, kib(proc_status(pid)["VmRSS"]))
                 time.sleep(0.2)
                 n = invocations(a, "celsius")
             elapsed = time.monotonic() - t0
+            stop_sampling[0] = True
+            sampler.join()
+            peak = peak[0]
             done = n - before
+            if done < args.load:
+                time.sleep(11)  # $SYS is refreshed every 10 s
+                print(f"missing {args.load - done} readings; Mosquitto's dropped counter "
+                      f"{dropped0} -> {broker_dropped()}")
             time.sleep(2)  # let the last group commit and outbox deletes land
             io1, size1 = proc_io(pid), dir_bytes(d)
             st = proc_status(pid)
@@ -317,7 +372,7 @@ def main():
             io1 = proc_io(pid)
             secs = time.monotonic() - t0
             per_hour = (io1["write_bytes"] - io0["write_bytes"]) * 3600 / secs
-            print(f"typical workload (1 reading/s into celsius + counter every 10 s, {secs:.0f} s): "
+            print(f"typical workload (1 reading/s into celsius + counter every minute, {secs:.0f} s): "
                   f"{per_hour / 2**20:.1f} MiB written per hour ({per_hour / 2**30 * 24:.2f} GiB/day)")
             result["typical_write_bytes_per_hour"] = per_hour
     finally:
