@@ -1,7 +1,7 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`: clients of a
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `job`: clients of a
 //!   running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
@@ -21,6 +21,7 @@ mod enroll;
 mod exec;
 mod function;
 mod invoke;
+mod job;
 mod logs;
 mod mapping;
 mod output;
@@ -67,6 +68,9 @@ enum Command {
     Mapping(mapping::MappingArgs),
     /// List events whose delivery failed for good.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Batch jobs: run a function over every line of a JSON lines or CSV file (submit, status,
+    /// list, cancel, results, delete).
+    Job(job::JobArgs),
     /// Enroll this device with the cloud (stores its credential and the root key in the data
     /// directory); `run` then syncs its desired state.
     Enroll(enroll::EnrollArgs),
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => finish(stats::run(args)),
         Command::Mapping(args) => finish(mapping::run(args)),
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
+        Command::Job(args) => finish(job::run(args)),
         Command::Enroll(args) => enroll::run(args),
     }
 }
