@@ -271,7 +271,17 @@ fn csv_and_json_lines_inputs_give_results_in_input_order() {
         };
         assert_eq!(l["output"], expected, "task {i}");
     }
-    // The event of a task names the job and the task (echo's records carry it as the subject).
+    // Each task was an invocation whose event names the job and the task.
+    let store = edgefn_agent::store::Store::open(a.data_dir().join("agent.db")).unwrap();
+    for (i, l) in lines.iter().enumerate().step_by(7) {
+        let record = store
+            .invocation(l["invocation_id"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(record.source, "batch");
+        assert_eq!(record.subject, format!("{id}/{i}"));
+        assert_eq!(record.event_id, format!("{id}/{i}"));
+        assert_eq!((record.function.as_str(), record.attempt), ("echo", 1));
+    }
     let rendered = a.cli(&["job", "status", &id]).ok();
     assert!(
         rendered.contains("parallelism 4, retries 2, input jsonl"),
@@ -353,7 +363,7 @@ fn cancel_stops_new_tasks_and_lets_running_ones_finish() {
     let j = finished(&a, &id);
     assert_eq!(j["state"], "cancelled");
     let done = j["succeeded"].as_u64().unwrap();
-    assert!(done >= 2 && done < 40, "{j}");
+    assert!((2..40).contains(&done), "{j}");
     assert_eq!(j["failed"], 0);
     assert_eq!(j["pending"].as_u64().unwrap(), 40 - done);
     // Nothing more runs: the counts stay, the results say which tasks never ran.
