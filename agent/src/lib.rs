@@ -6,6 +6,7 @@
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
 //! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
+//! - [`jobs`]: batch jobs: input files to tasks, the runner actor, results.
 //! - [`sync`]: cloud sync: enrollment, the desired state (verify, stage, activate), health
 //!   and rollback, status reports, nudges (docs/cloud-api.md).
 //! - `broker`: the embedded MQTT 3.1.1 broker (rumqttd; feature `embedded-broker`).
@@ -18,6 +19,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod daemon;
+pub mod jobs;
 pub mod memory;
 pub mod paths;
 pub mod pool;

@@ -5,6 +5,7 @@ mod dead_letters;
 mod error;
 mod functions;
 mod invoke;
+mod jobs;
 mod mappings;
 mod observe;
 mod status;
@@ -79,6 +80,10 @@ pub fn router(daemon: Daemon, token: &str) -> Router {
             "/dead-letters/{id}",
             get(dead_letters::get).delete(dead_letters::delete),
         )
+        .route("/jobs", get(jobs::list).post(jobs::submit))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/results", get(jobs::results))
         .route("/logs", get(observe::logs))
         .route("/stats", get(observe::stats))
         .route("/status", get(status::status))

@@ -211,6 +211,41 @@ impl Client {
         Ok((status, value))
     }
 
+    /// A GET whose answer is text (JSON lines), with the value of response header `header`.
+    pub fn get_text(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        header: &str,
+    ) -> Result<(String, Option<String>), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.get(&url).header("authorization", &self.auth);
+        for (k, v) in query {
+            rb = rb.query(k, v);
+        }
+        let mut resp = rb.call().map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let value = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| self.transport_error(e))?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &bytes));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| ClientError::Protocol {
+            url: self.base.clone(),
+            detail: format!("HTTP {status} body is not UTF-8 text"),
+        })?;
+        Ok((text, value))
+    }
+
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         Ok(self.call(Method::Get, path, query, Body::Empty)?.1)
     }

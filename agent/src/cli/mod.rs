@@ -1,8 +1,8 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `status`: clients of a
-//!   running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `status`, `job`:
+//!   clients of a running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
 //! - 0: done.
@@ -21,6 +21,7 @@ mod enroll;
 mod exec;
 mod function;
 mod invoke;
+mod job;
 mod logs;
 mod mapping;
 mod output;
@@ -71,6 +72,9 @@ enum Command {
     /// Show the agent at a glance: functions, mappings, enrollment, and what waits to leave it
     /// (outbox, queued events, telemetry not yet uploaded, records dropped before upload).
     Status(status::StatusArgs),
+    /// Batch jobs: run a function over every line of a JSON lines or CSV file (submit, status,
+    /// list, cancel, results, delete).
+    Job(job::JobArgs),
     /// Enroll this device with the cloud (stores its credential and the root key in the data
     /// directory); `run` then syncs its desired state.
     Enroll(enroll::EnrollArgs),
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mapping(args) => finish(mapping::run(args)),
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
         Command::Status(args) => finish(status::run(args)),
+        Command::Job(args) => finish(job::run(args)),
         Command::Enroll(args) => enroll::run(args),
     }
 }

@@ -132,6 +132,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )
         });
         let _triggers = Triggers::start(daemon.clone(), TriggerConfig { http, mqtt }).await;
+        // Batch jobs: runs submitted jobs and resumes those a previous run left unfinished.
+        let _jobs = edgefn_agent::jobs::JobRunner::start(daemon.clone());
         let status = format!(
             "admin API http://{addr}, HTTP trigger {}, MQTT {}, data dir {}, {workers} workers",
             http_addr.map_or("off".to_string(), |a| format!("http://{a}")),

@@ -18,7 +18,7 @@ use super::error::Result;
 use super::outbox::OutboxRow;
 use super::records::{CommitExtra, InvocationOutcome};
 use super::stats::{self, minute_of, Bucket, VersionKey};
-use super::{dead_letters, dedup, functions, invocations, kv, logs, outbox, queue};
+use super::{dead_letters, dedup, functions, invocations, jobs, kv, logs, outbox, queue};
 
 /// What [`Store::commit`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,9 @@ fn apply_extra(
         if dead_letters::insert(tx, letter)? {
             summary.dead_letters += 1;
         }
+    }
+    if let Some(task) = &extra.job_task {
+        jobs::apply_update(tx, task)?;
     }
     Ok(())
 }
@@ -336,6 +339,7 @@ mod tests {
             dedup_mark: Some(("session".into(), 1 + id.len() as u16)),
             dequeue: None,
             dead_letter: None,
+            job_task: None,
         }
     }
 

@@ -95,6 +95,18 @@ pub enum StoreError {
     #[error("{0}")]
     CloudConflict(String),
 
+    #[error("job {0:?} not found")]
+    UnknownJob(String),
+
+    #[error("job {id} is already {state}")]
+    JobFinished { id: String, state: &'static str },
+
+    #[error("job {0} is still running; cancel it first (`job cancel`)")]
+    JobActive(String),
+
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
 

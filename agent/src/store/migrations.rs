@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -415,6 +415,49 @@ BEGIN
     UPDATE counters SET value = value + 1 WHERE name = 'upload.dropped.invocations'
        AND OLD.seq > (SELECT value FROM counters WHERE name = 'upload.invocations_acked');
 END;
+"#;
+
+/// Schema version 5: batch jobs (docs/architecture.md, "Batch jobs"; `store/jobs.rs`). A job's
+/// tasks are stored with it at submission; a task's state and result change in the transaction
+/// that commits its invocation record, and the job's counters with them.
+const V5: &str = r#"
+CREATE TABLE jobs (
+    id          TEXT PRIMARY KEY NOT NULL,
+    function    TEXT NOT NULL,
+    qualifier   TEXT NOT NULL,
+    -- running -> succeeded | failed; running -> cancelling -> cancelled.
+    state       TEXT NOT NULL
+                CHECK (state IN ('running', 'cancelling', 'succeeded', 'failed', 'cancelled')),
+    parallelism INTEGER NOT NULL CHECK (parallelism >= 1),
+    retries     INTEGER NOT NULL CHECK (retries >= 0),
+    -- Where the tasks came from: 'jsonl', 'csv' or 'items'.
+    input       TEXT NOT NULL,
+    tasks       INTEGER NOT NULL CHECK (tasks >= 1),
+    -- Kept by the task commits (same transaction), so progress is one row read.
+    succeeded   INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    created_ms  INTEGER NOT NULL,
+    finished_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX jobs_active ON jobs (state) WHERE state IN ('running', 'cancelling');
+
+-- A rowid table: payloads and results are blobs of any size.
+CREATE TABLE job_tasks (
+    job           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL CHECK (idx >= 0),
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed')),
+    -- 1: the payload is JSON text (content type application/json); 0: plain text.
+    json          INTEGER NOT NULL CHECK (json IN (0, 1)),
+    payload       BLOB NOT NULL,
+    -- Attempts committed so far (a retry after a restart goes on from here).
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    result        BLOB,
+    error         TEXT,
+    invocation_id TEXT,
+    finished_ms   INTEGER,
+    PRIMARY KEY (job, idx)
+);
+CREATE INDEX job_tasks_failed ON job_tasks (job, idx) WHERE state = 'failed';
 "#;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 to 4, see `migrations.rs`)
+//! # Schema (versions 1 to 5, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -30,6 +30,8 @@
 //! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
 //! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
+//! | `jobs` | `id` | batch jobs (V5): function + qualifier, state, parallelism, retries, task counters |
+//! | `job_tasks` | `(job, idx)` | batch-job tasks (V5): payload, state, attempts, result or error, last invocation |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
 //! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
@@ -56,6 +58,7 @@
 //! - [`meta`]: small persistent settings
 //! - [`status`]: counts behind `GET /v1/status` (what the agent holds, what waits to leave)
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
+//! - [`jobs`]: batch jobs and their tasks (V5); a task's result commits with its invocation
 
 pub mod alias;
 pub mod cloud;
@@ -66,6 +69,7 @@ pub mod dedup;
 pub mod error;
 pub mod functions;
 pub mod invocations;
+pub mod jobs;
 pub mod kv;
 pub mod logs;
 pub mod mappings;
@@ -94,6 +98,7 @@ pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use error::{Result, StoreError};
 pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
 pub use invocations::InvocationFilter;
+pub use jobs::{Job, JobState, NewJob, TaskInput, TaskOutcome, TaskUpdate};
 pub use kv::{KvUsage, KvWrite};
 pub use logs::LogFilter;
 pub use mappings::{

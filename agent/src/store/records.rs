@@ -8,6 +8,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::{Deserialize, Serialize};
 
 use super::dead_letters::DeadLetter;
+use super::jobs::TaskUpdate;
 use super::kv::KvWrite;
 use super::outbox::OutboxMessage;
 use super::queue::QueuedEvent;
@@ -258,7 +259,8 @@ pub struct InvocationOutcome {
 
 /// Delivery effects committed in the same transaction as an invocation's record
 /// ([`InvocationOutcome::extra`]), or on their own ([`Store::commit_extra`](super::Store::commit_extra)).
-/// Written in this order: outbox rows, queued events, the dedup mark, the dequeue, the dead letter.
+/// Written in this order: outbox rows, queued events, the dedup mark, the dequeue, the dead letter,
+/// the job task.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CommitExtra {
@@ -273,6 +275,8 @@ pub struct CommitExtra {
     pub dequeue: Option<i64>,
     /// The event failed for good.
     pub dead_letter: Option<DeadLetter>,
+    /// The batch-job task this attempt belongs to: its state and result (see [`super::jobs`]).
+    pub job_task: Option<TaskUpdate>,
 }
 
 impl CommitExtra {
@@ -283,6 +287,7 @@ impl CommitExtra {
             && self.dedup_mark.is_none()
             && self.dequeue.is_none()
             && self.dead_letter.is_none()
+            && self.job_task.is_none()
     }
 }
 

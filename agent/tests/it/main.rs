@@ -7,6 +7,7 @@ mod batch;
 mod builder;
 mod daemon;
 mod exec;
+mod jobs;
 mod mappings;
 mod remote_invoke;
 mod runtime_abi;

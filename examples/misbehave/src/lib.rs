@@ -16,6 +16,8 @@
 //! | `log N` | logs N info lines, then responds `logged N` |
 //! | `instance-count` | responds with the number of events this instance has handled, this one included |
 //! | `init-count` | responds with how many times `edgefn_init` ran in this instance (1 unless the host is broken) |
+//! | `count KEY [MS]` | spins for MS milliseconds (default 0), then adds 1 to the kv counter KEY and responds with its new value: a task that ran (and committed) twice answers `2` |
+//! | `fail-attempts N` | fails while the event's `attempt` is at most N, then responds `attempt A`: retries that succeed later |
 //!
 //! `edgefn_init` fails (returns non-zero) when config `fail_init` is `1`: the instance does not
 //! start and no event reaches it.
@@ -65,6 +67,30 @@ fn handle(event: Event) -> Result<Response, Error> {
         "instance-count" => Response::fmt(format_args!("{events}")),
         "init-count" => Response::fmt(format_args!("{}", INIT_CALLS.load(Relaxed))),
         _ => {
+            if let Some(rest) = command.strip_prefix("count ") {
+                let mut words = rest.split_whitespace();
+                let key = words.next().unwrap_or("count");
+                let ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let until = edgefn_sdk::monotonic_us() + ms * 1000;
+                while edgefn_sdk::monotonic_us() < until {
+                    black_box(0);
+                }
+                let n = kv::get_u64(key)?.unwrap_or(0) + 1;
+                kv::set_u64(key, n)?;
+                return Response::fmt(format_args!("{n}"));
+            }
+            if let Some(n) = command.strip_prefix("fail-attempts ") {
+                let n: u32 = n.trim().parse().map_err(|_| {
+                    Error::msg("misbehave: `fail-attempts N` needs a whole number N")
+                })?;
+                if event.attempt <= n {
+                    edgefn_sdk::fail!(
+                        "misbehave: failing attempt {} of the first {n}",
+                        event.attempt
+                    );
+                }
+                return Response::fmt(format_args!("attempt {}", event.attempt));
+            }
             if let Some(n) = command.strip_prefix("log ") {
                 let n: u32 = n
                     .trim()
@@ -77,7 +103,8 @@ fn handle(event: Event) -> Result<Response, Error> {
             }
             edgefn_sdk::fail!(
                 "misbehave: unknown command `{command}` (ok, error, panic, trap, loop, grow, grow-spin, \
-                 recurse, publish-then-error, log N, instance-count, init-count)"
+                 recurse, publish-then-error, log N, instance-count, init-count, count KEY [MS], \
+                 fail-attempts N)"
             )
         }
     }
