@@ -80,6 +80,9 @@ fn apply_extra(
             summary.dead_letters += 1;
         }
     }
+    if let Some(c) = &extra.stream_checkpoint {
+        super::stream::checkpoint(tx, c)?;
+    }
     Ok(())
 }
 
@@ -336,6 +339,7 @@ mod tests {
             dedup_mark: Some(("session".into(), 1 + id.len() as u16)),
             dequeue: None,
             dead_letter: None,
+            stream_checkpoint: None,
         }
     }
 

@@ -30,6 +30,7 @@
 //! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
 //! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
+//! | `stream_partitions`, `stream_log`, `stream_files` | `(mapping, partition[, offset])`, `mapping` | ordered streams (V6): per-partition offsets and checkpoints, records not yet done, file readers' positions |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
 //! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
@@ -52,6 +53,7 @@
 //! - [`queue`], [`outbox`], [`dedup`], [`dead_letters`]: delivery state (docs/triggers.md)
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
 //! - [`retention`]: bounded history (age, rows, the disk budget), counted drops
+//! - [`stream`]: the durable log of stream mappings, checkpoints, lag (V6)
 //! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
@@ -79,11 +81,12 @@ pub mod records;
 pub mod resolve;
 pub mod retention;
 pub mod stats;
+pub mod stream;
 pub mod upload;
 pub mod versions;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use commit::CommitSummary;
@@ -95,7 +98,8 @@ pub use invocations::InvocationFilter;
 pub use kv::{KvUsage, KvWrite};
 pub use logs::LogFilter;
 pub use mappings::{
-    parse_cron, Destination, Mapping, MappingPatch, MappingToggled, Missed, NewMapping, Source,
+    parse_cron, Batching, Destination, FileFormat, Mapping, MappingPatch, MappingToggled, Missed,
+    NewMapping, PartitionKey, Source, DEFAULT_BATCH_SIZE,
 };
 pub use modules::sha256_hex;
 pub use outbox::{OutboxMessage, OutboxRow};

@@ -273,6 +273,8 @@ pub struct CommitExtra {
     pub dequeue: Option<i64>,
     /// The event failed for good.
     pub dead_letter: Option<DeadLetter>,
+    /// The stream partition checkpoint this commit moves (a stream batch's outcome).
+    pub stream_checkpoint: Option<super::stream::StreamCheckpoint>,
 }
 
 impl CommitExtra {
@@ -283,6 +285,7 @@ impl CommitExtra {
             && self.dedup_mark.is_none()
             && self.dequeue.is_none()
             && self.dead_letter.is_none()
+            && self.stream_checkpoint.is_none()
     }
 }
 

@@ -10,6 +10,7 @@ mod exec;
 mod mappings;
 mod runtime_abi;
 mod runtime_examples;
+mod streams;
 mod sync;
 mod systemd;
 mod triggers;
