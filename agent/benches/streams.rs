@@ -70,7 +70,14 @@ fn main() {
     // The baseline's mapping stays; each stream phase gets its own mapping (fresh partitions).
     let base_topic = format!("bench/b/{pid}/in");
     agent.cli(&[
-        "mapping", "create", "--function", "counter", "--mqtt", &base_topic, "--qos", "1",
+        "mapping",
+        "create",
+        "--function",
+        "counter",
+        "--mqtt",
+        &base_topic,
+        "--qos",
+        "1",
     ]);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -87,7 +94,11 @@ fn main() {
     for round in 0..rounds {
         // Baseline: the plain MQTT mapping.
         let before = kv("count", "counter");
-        let t = publisher.run(n, |i| (base_topic.clone(), i), || kv("count", "counter") - before);
+        let t = publisher.run(
+            n,
+            |i| (base_topic.clone(), i),
+            || kv("count", "counter") - before,
+        );
         eprintln!("round {round}: baseline {:.0} msg/s", n as f64 / t);
         baseline.push(n as f64 / t);
         for (k, &p) in PARTITIONS.iter().enumerate() {
@@ -110,8 +121,7 @@ fn main() {
                 let before = kv("records", "audit");
                 // Partition names unique per phase: kv `last/<partition>` starts over.
                 let tag = format!("r{round}{}n{p}", u8::from(paused));
-                let topic =
-                    |i: u64| (format!("{prefix}/{tag}-{}", i % p as u64), i / p as u64 + 1);
+                let topic = |i: u64| (format!("{prefix}/{tag}-{}", i % p as u64), i / p as u64 + 1);
                 let t = if paused {
                     agent.cli(&["mapping", "pause", &id]);
                     std::thread::sleep(Duration::from_millis(300));
@@ -166,7 +176,9 @@ fn main() {
     println!("| plain MQTT mapping (baseline, `counter`) | {base:.0} msg/s | | | | 1.00x |");
     println!(
         "\n{rounds} rounds of {n} records, medians; load average at the end: {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     agent.stop();
 }
@@ -180,7 +192,10 @@ fn median(v: &mut [f64]) -> f64 {
 fn wait(mut done: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(300);
     while !done() {
-        assert!(Instant::now() < until, "the agent did not finish within 300 s");
+        assert!(
+            Instant::now() < until,
+            "the agent did not finish within 300 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -263,7 +278,14 @@ impl Agent {
             .arg(data_dir)
             .arg("--config")
             .arg(&config)
-            .args(["--api", "127.0.0.1:0", "--http", "off", "--mqtt", "mqtt://127.0.0.1:1883"])
+            .args([
+                "--api",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--mqtt",
+                "mqtt://127.0.0.1:1883",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -342,7 +364,14 @@ fn agent_binary(dir: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(support::repo_root())
-        .args(["build", "--release", "-p", "edgefn-agent", "--bin", "edgefn-agent"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "edgefn-agent",
+            "--bin",
+            "edgefn-agent",
+        ])
         .arg("--target-dir")
         .arg(&target)
         .env_remove("CARGO_TARGET_DIR")

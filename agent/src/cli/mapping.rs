@@ -309,9 +309,9 @@ fn build_source(
             };
             let format = match settings.format.or_else(|| format_of(p)).or(format) {
                 Some(f) => f,
-                None => bail!(
-                    "give --format csv or --format jsonl (the file's extension does not say)"
-                ),
+                None => {
+                    bail!("give --format csv or --format jsonl (the file's extension does not say)")
+                }
             };
             Source::StreamFile {
                 path: absolute(p)?,
@@ -323,7 +323,9 @@ fn build_source(
             }
         }
         (_, Some(c)) => c.clone(),
-        (_, None) => bail!("give a source: --mqtt, --cron, --every, --http, --stream-mqtt or --stream-file"),
+        (_, None) => {
+            bail!("give a source: --mqtt, --cron, --every, --http, --stream-mqtt or --stream-file")
+        }
     };
     let stream_only = "--partition-key, --batch-size, --batch-window, --format and --follow \
                        apply to stream mappings (--stream-mqtt, --stream-file)";
@@ -396,7 +398,9 @@ fn build_source(
             batch_window_ms,
             ..
         } => {
-            if settings.qos.is_some() || settings.shared_group.is_some() || settings.missed.is_some()
+            if settings.qos.is_some()
+                || settings.shared_group.is_some()
+                || settings.missed.is_some()
             {
                 bail!("--qos, --shared-group and --missed do not apply to file streams");
             }

@@ -385,7 +385,10 @@ impl fmt::Display for Source {
                 batch_size,
                 batch_window_ms,
             } => {
-                write!(f, "stream mqtt {filter} (key {partition_key}, batch {batch_size}")?;
+                write!(
+                    f,
+                    "stream mqtt {filter} (key {partition_key}, batch {batch_size}"
+                )?;
                 window(f, *batch_window_ms)
             }
             Source::StreamFile {

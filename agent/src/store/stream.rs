@@ -382,11 +382,17 @@ mod tests {
     #[test]
     fn offsets_per_partition_checkpoint_and_trim() {
         let (_dir, store) = temp_store();
-        append(&store, "m-1", vec![rec("a", "1"), rec("b", "1"), rec("a", "2")]);
+        append(
+            &store,
+            "m-1",
+            vec![rec("a", "1"), rec("b", "1"), rec("a", "2")],
+        );
         append(&store, "m-1", vec![rec("a", "3")]);
         let a = store.stream_read("m-1", "a", 0, 10).unwrap();
         assert_eq!(
-            a.iter().map(|r| (r.offset, r.payload.clone())).collect::<Vec<_>>(),
+            a.iter()
+                .map(|r| (r.offset, r.payload.clone()))
+                .collect::<Vec<_>>(),
             [(1, b"1".to_vec()), (2, b"2".to_vec()), (3, b"3".to_vec())]
         );
         assert_eq!(store.stream_read("m-1", "a", 1, 1).unwrap()[0].offset, 2);

@@ -140,7 +140,11 @@ impl Publisher {
     fn wait_acks(&self, n: usize) {
         let deadline = Instant::now() + WAIT;
         while self.acks.load(Ordering::Relaxed) < n {
-            assert!(Instant::now() < deadline, "only {} PUBACKs of {n}", self.acks.load(Ordering::Relaxed));
+            assert!(
+                Instant::now() < deadline,
+                "only {} PUBACKs of {n}",
+                self.acks.load(Ordering::Relaxed)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -234,15 +238,31 @@ fn order_per_partition_under_concurrency() {
     let p = Publisher::connect(&format!("{}-pub", prefix.replace('/', "-")));
     wait_subscribed(&a, &prefix, &p);
     let devices: Vec<String> = (0..8).map(|i| format!("dev{i}")).collect();
-    // Interleaved: seq 1 of every partition, then seq 2, ...
+    // Interleaved: seq 1 of every partition, then seq 2, ... Paced to stay well within what
+    // Mosquitto queues for a subscriber (`max_queued_messages` 1000; beyond, QoS 1 messages are
+    // dropped): at most 400 ahead of what the agent appended.
+    let s = store(&a);
+    let appended = || -> u64 {
+        s.stream_lag(Some("audit"))
+            .unwrap()
+            .iter()
+            .map(|r| r.appended as u64)
+            .sum()
+    };
+    let mut sent = 0;
     for seq in 1..=PER {
         for d in &devices {
             p.publish(&format!("{prefix}/{d}/data"), record(seq, d));
+            sent += 1;
+        }
+        if sent % 200 == 0 {
+            a.poll("the agent to append", WAIT, || {
+                (appended() + 400 >= sent).then_some(())
+            });
         }
     }
     p.wait_acks(devices.len() * PER as usize + 1);
     wait_last(&a, &devices, PER);
-    let s = store(&a);
     assert_eq!(kv(&s, "gaps"), 0, "a record lost, repeated or out of order");
     a.poll("every record counted", WAIT, || {
         (kv(&s, "records") == 8 * PER).then_some(())
@@ -257,12 +277,20 @@ fn order_per_partition_under_concurrency() {
     let rows = lag(&a, &m);
     assert_eq!(rows.len(), 8, "{rows:?}");
     for r in &rows {
-        assert_eq!((r["appended"].as_u64(), r["lag"].as_u64()), (Some(PER), Some(0)), "{r}");
+        assert_eq!(
+            (r["appended"].as_u64(), r["lag"].as_u64()),
+            (Some(PER), Some(0)),
+            "{r}"
+        );
     }
     // Batches: several records per invocation, not one each.
     let v = a.cli(&["stats", "audit", "--json"]).json();
     let invocations = v["totals"]["invocations"].as_u64().unwrap();
-    assert!(invocations < 8 * PER, "{invocations} invocations for {} records", 8 * PER);
+    assert!(
+        invocations < 8 * PER,
+        "{invocations} invocations for {} records",
+        8 * PER
+    );
 }
 
 #[test]
@@ -368,7 +396,11 @@ fn kill_9_mid_stream_loses_nothing_reorders_nothing_and_counts_once() {
         a.stderr_text()
     );
     for r in lag(&a, &m) {
-        assert_eq!((r["appended"].as_u64(), r["lag"].as_u64()), (Some(PER), Some(0)), "{r}");
+        assert_eq!(
+            (r["appended"].as_u64(), r["lag"].as_u64()),
+            (Some(PER), Some(0)),
+            "{r}"
+        );
     }
 }
 
@@ -378,7 +410,7 @@ fn file_sources_read_once_and_followed_across_restarts() {
     let mut a = agent("stream-files");
     // CSV read once: header, quoted fields, two partitions by a column.
     let csv = dir.path().join("readings.csv");
-    let mut text = String::from("dev,seq,note\n");
+    let mut text = String::from("dev,n,note\n");
     for seq in 1..=30u64 {
         text.push_str(&format!("c{},{},\"n, {seq}\"\n", seq % 2, seq.div_ceil(2)));
     }
@@ -395,7 +427,10 @@ fn file_sources_read_once_and_followed_across_restarts() {
         ],
     );
     let get = a.cli(&["mapping", "get", &once]).ok();
-    assert!(get.contains("stream file") && get.contains("(csv,"), "{get}");
+    assert!(
+        get.contains("stream file") && get.contains("(csv,"),
+        "{get}"
+    );
     wait_last(&a, &["c0".into(), "c1".into()], 15);
 
     // JSON lines followed: lines appended later, one of them written in two parts.
@@ -503,7 +538,10 @@ fn bad_stream_mappings_are_refused_clearly() {
             vec!["--stream-mqtt", "a/+", "--partition-key", "device"],
             "bad partition key",
         ),
-        (vec!["--stream-mqtt", "a", "--batch-size", "0"], "batch size 0"),
+        (
+            vec!["--stream-mqtt", "a", "--batch-size", "0"],
+            "batch size 0",
+        ),
         (
             vec!["--stream-file", "/tmp/x.txt"],
             "give --format csv or --format jsonl",
@@ -512,8 +550,14 @@ fn bad_stream_mappings_are_refused_clearly() {
             vec!["--stream-file", "/tmp/x.csv", "--partition-key", "topic"],
             "is for MQTT streams",
         ),
-        (vec!["--mqtt", "a", "--batch-size", "5"], "apply to stream mappings"),
-        (vec!["--stream-mqtt", "a", "--qos", "0"], "do not apply to streams"),
+        (
+            vec!["--mqtt", "a", "--batch-size", "5"],
+            "apply to stream mappings",
+        ),
+        (
+            vec!["--stream-mqtt", "a", "--qos", "0"],
+            "do not apply to streams",
+        ),
     ] {
         let out = a.cli(&[&["mapping", "create", "--function", "audit"], &args[..]].concat());
         assert_ne!(out.code, Some(0), "{args:?}");

@@ -426,12 +426,14 @@ impl Link {
                         time_ms: crate::runtime::now_ms() as i64,
                         payload: m.payload.to_vec(),
                     };
-                    appended.push(appender.submit(crate::store::stream::Append {
-                        mapping: mp.id.clone(),
-                        records: vec![record],
-                        mark: (m.qos > 0)
-                            .then(|| (format!("{}|{}", self.session, mp.id), m.pkid, m.dup)),
-                    }));
+                    appended.push(
+                        appender.submit(crate::store::stream::Append {
+                            mapping: mp.id.clone(),
+                            records: vec![record],
+                            mark: (m.qos > 0)
+                                .then(|| (format!("{}|{}", self.session, mp.id), m.pkid, m.dup)),
+                        }),
+                    );
                 }
             }
         }

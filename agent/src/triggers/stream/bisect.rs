@@ -142,13 +142,37 @@ mod tests {
             })
         );
         assert_eq!(b.failed(), Failed::Split);
-        assert_eq!(b.current().unwrap(), Attempt { range: 0..2, tries: 1 });
+        assert_eq!(
+            b.current().unwrap(),
+            Attempt {
+                range: 0..2,
+                tries: 1
+            }
+        );
         assert_eq!(b.failed(), Failed::Split);
-        assert_eq!(b.current().unwrap(), Attempt { range: 0..1, tries: 3 });
+        assert_eq!(
+            b.current().unwrap(),
+            Attempt {
+                range: 0..1,
+                tries: 3
+            }
+        );
         b.succeeded();
-        assert_eq!(b.current().unwrap(), Attempt { range: 1..2, tries: 3 });
+        assert_eq!(
+            b.current().unwrap(),
+            Attempt {
+                range: 1..2,
+                tries: 3
+            }
+        );
         assert_eq!(b.failed(), Failed::Poison(1));
-        assert_eq!(b.current().unwrap(), Attempt { range: 2..4, tries: 1 });
+        assert_eq!(
+            b.current().unwrap(),
+            Attempt {
+                range: 2..4,
+                tries: 1
+            }
+        );
         b.succeeded();
         assert_eq!(b.current(), None);
         assert_eq!(Bisect::new(0, 2).current(), None);

@@ -122,7 +122,9 @@ mod tests {
             ])
         );
         // JSON payloads are embedded byte for byte (no reformatting of numbers or key order).
-        assert!(String::from_utf8(data).unwrap().contains(r#"{"t": 21.50, "b": [1,2]}"#));
+        assert!(String::from_utf8(data)
+            .unwrap()
+            .contains(r#"{"t": 21.50, "b": [1,2]}"#));
         assert_eq!(encode(&[]), b"[]");
     }
 

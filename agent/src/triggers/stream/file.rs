@@ -137,7 +137,8 @@ fn step(store: &Store, src: &FileSource) -> Result<Step, ReadError> {
     let mut buf = Vec::with_capacity(CHUNK.min(meta.len().saturating_sub(pos.position) as usize));
     file.by_ref().take(CHUNK as u64).read_to_end(&mut buf)?;
     let at_end = pos.position + buf.len() as u64 >= meta.len();
-    let (records, consumed, lines) = parse(src, &mut pos.header, &buf, at_end && !src.follow, pos.line);
+    let (records, consumed, lines) =
+        parse(src, &mut pos.header, &buf, at_end && !src.follow, pos.line);
     if consumed == 0 {
         if at_end && !src.follow {
             pos.finished = true;
@@ -294,7 +295,10 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        assert_eq!(csv_fields(r#"a,"b,c","d ""q""",,e"#), ["a", "b,c", "d \"q\"", "", "e"]);
+        assert_eq!(
+            csv_fields(r#"a,"b,c","d ""q""",,e"#),
+            ["a", "b,c", "d \"q\"", "", "e"]
+        );
         assert_eq!(
             csv_object("dev,t", "d1,21.5,extra"),
             br#"{"_3":"extra","dev":"d1","t":"21.5"}"#
@@ -312,7 +316,10 @@ mod tests {
         assert_eq!(step(&store, &src).unwrap(), Step::Finished);
         assert_eq!(
             payloads(&store, "d1"),
-            [r#"{"dev":"d1","note":"two\nlines"}"#, r#"{"dev":"d1","note":"last"}"#]
+            [
+                r#"{"dev":"d1","note":"two\nlines"}"#,
+                r#"{"dev":"d1","note":"last"}"#
+            ]
         );
         let d2 = store.stream_read("m-f", "d2", 0, 10).unwrap();
         assert_eq!(d2[0].subject, format!("{}:5", path.display()));
@@ -334,7 +341,10 @@ mod tests {
         let src = source(&path, FileFormat::Jsonl, true);
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         assert_eq!(step(&store, &src).unwrap(), Step::Idle, "half a line waits");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b":2}\n").unwrap();
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         assert_eq!(step(&store, &src).unwrap(), Step::Idle);
@@ -343,7 +353,11 @@ mod tests {
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         // Rotation: a new file at the path is read from its start.
         std::fs::rename(&path, dir.path().join("in.jsonl.1")).unwrap();
-        assert_eq!(step(&store, &src).unwrap(), Step::Idle, "missing while followed");
+        assert_eq!(
+            step(&store, &src).unwrap(),
+            Step::Idle,
+            "missing while followed"
+        );
         std::fs::write(&path, "{\"dev\":\"a\",\"n\":4}\n").unwrap();
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         assert_eq!(

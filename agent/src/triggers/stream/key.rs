@@ -175,9 +175,7 @@ mod tests {
         assert!(PartitionKey::TopicLevel(4)
             .validate_for_mqtt("a/+/b")
             .is_err());
-        assert!(PartitionKey::TopicLevel(4)
-            .validate_for_mqtt("a/#")
-            .is_ok());
+        assert!(PartitionKey::TopicLevel(4).validate_for_mqtt("a/#").is_ok());
         let json = serde_json::to_string(&PartitionKey::Json("/d".into())).unwrap();
         assert_eq!(json, r#""json:/d""#);
     }

@@ -16,7 +16,9 @@ use crate::daemon::{InvokeError, InvokeRequest};
 use crate::runtime::{Invocation, Outcome};
 use crate::store::stream::{StreamCheckpoint, StreamRecord};
 use crate::store::{Batching, Level, Mapping, Qualifier, Source};
-use crate::triggers::dispatch::{failure_extra, retry_delay, success_extra, Carry, Dispatcher, Route};
+use crate::triggers::dispatch::{
+    failure_extra, retry_delay, success_extra, Carry, Dispatcher, Route,
+};
 use crate::triggers::Mappings;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +49,10 @@ pub async fn supervise(dispatcher: Dispatcher, hub: Hub, mut mappings: Mappings)
             .collect();
         let mut previous: HashMap<String, JoinHandle<()>> = HashMap::new();
         running.retain(|id, (updated, stop, task)| {
-            if wanted.get(id.as_str()).is_some_and(|m| m.updated_ms == *updated) {
+            if wanted
+                .get(id.as_str())
+                .is_some_and(|m| m.updated_ms == *updated)
+            {
                 return true;
             }
             let _ = stop.send(true);
@@ -195,19 +200,18 @@ async fn partition_worker(
             return;
         }
         let (st, id, p) = (store.clone(), ctx.mapping.id.clone(), partition.clone());
-        let records = match tokio::task::spawn_blocking(move || {
-            st.stream_read(&id, &p, checkpoint, size)
-        })
-        .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                eprintln!("edgefn-agent: stream {}: cannot read: {e}", ctx.mapping.id);
-                tokio::time::sleep(HOLD_MAX).await;
-                continue;
-            }
-            Err(_) => return,
-        };
+        let records =
+            match tokio::task::spawn_blocking(move || st.stream_read(&id, &p, checkpoint, size))
+                .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    eprintln!("edgefn-agent: stream {}: cannot read: {e}", ctx.mapping.id);
+                    tokio::time::sleep(HOLD_MAX).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
         if records.is_empty() {
             tokio::select! {
                 _ = appended.changed() => continue,
@@ -335,8 +339,7 @@ async fn attempt(
             let is_final = last || inv.outcome == Outcome::EventTooLarge;
             if single && is_final {
                 let error = inv.error.clone().unwrap_or_default();
-                let mut extra =
-                    failure_extra(&route, &ev, &carry, n, inv.outcome.as_str(), &error);
+                let mut extra = failure_extra(&route, &ev, &carry, n, inv.outcome.as_str(), &error);
                 extra.stream_checkpoint = Some(checkpoint);
                 return extra;
             }
