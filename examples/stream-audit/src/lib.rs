@@ -56,7 +56,10 @@ impl<'de> Deserialize<'de> for Summary {
             fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
                 f.write_str("a JSON array of stream records")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Summary, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Summary, A::Error> {
                 let mut s = Summary::default();
                 while let Some(r) = seq.next_element::<Record<'de>>()? {
                     if s.records == 0 && s.partition.push_str(r.partition).is_err() {
@@ -70,7 +73,9 @@ impl<'de> Deserialize<'de> for Summary {
                             (Some(n), _) => Some(n),
                             (None, Some(t)) => match t.parse() {
                                 Ok(n) => Some(n),
-                                Err(_) => return Err(serde::de::Error::custom("n is not a number")),
+                                Err(_) => {
+                                    return Err(serde::de::Error::custom("n is not a number"))
+                                }
                             },
                             (None, None) => None,
                         };
