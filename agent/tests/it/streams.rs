@@ -453,7 +453,7 @@ fn file_sources_read_once_and_followed_across_restarts() {
     write!(f, r#"{{"dev":"j","#).unwrap();
     f.flush().unwrap();
     std::thread::sleep(Duration::from_millis(600));
-    write!(f, "\"seq\":11}}\n").unwrap();
+    writeln!(f, "\"seq\":11}}").unwrap();
     for seq in 12..=20 {
         writeln!(f, "{}", record(seq, "j")).unwrap();
     }

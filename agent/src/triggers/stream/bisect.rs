@@ -41,8 +41,12 @@ pub struct Bisect {
 impl Bisect {
     /// A batch of `len` records (at least 1) and the mapping's retries.
     pub fn new(len: usize, retries: u32) -> Bisect {
+        let mut stack = Vec::with_capacity(16);
+        if len > 0 {
+            stack.push(0..len);
+        }
         Bisect {
-            stack: if len == 0 { vec![] } else { vec![0..len] },
+            stack,
             len,
             retries,
         }

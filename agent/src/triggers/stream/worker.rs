@@ -20,6 +20,7 @@ use crate::triggers::dispatch::{
     failure_extra, retry_delay, success_extra, Carry, Dispatcher, Route,
 };
 use crate::triggers::Mappings;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,15 +153,14 @@ async fn run_mapping(
                 tokio::task::spawn_blocking(move || st.stream_pending(&id)).await
             {
                 for p in pending {
-                    if !workers.contains_key(&p.partition) {
-                        let w = tokio::spawn(partition_worker(
+                    if let Entry::Vacant(slot) = workers.entry(p.partition.clone()) {
+                        slot.insert(tokio::spawn(partition_worker(
                             ctx.clone(),
-                            p.partition.clone(),
+                            p.partition,
                             p.checkpoint,
                             stop.clone(),
                             hub.watch(&ctx.mapping.id),
-                        ));
-                        workers.insert(p.partition, w);
+                        )));
                     }
                 }
             }
