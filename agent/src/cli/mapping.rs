@@ -751,6 +751,65 @@ mod tests {
     }
 
     #[test]
+    fn stream_sources_from_flags() {
+        let c = create(&[
+            "--function",
+            "f",
+            "--stream-mqtt",
+            "plant/+/power",
+            "--partition-key",
+            "topic:2",
+            "--batch-size",
+            "50",
+            "--batch-window",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::StreamMqtt {
+                filter: "plant/+/power".into(),
+                partition_key: PartitionKey::TopicLevel(2),
+                batch_size: 50,
+                batch_window_ms: 2000,
+            }
+        );
+        let c = create(&["--function", "f", "--stream-file", "/d/in.csv", "--follow"]).unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::StreamFile {
+                path: "/d/in.csv".into(),
+                format: FileFormat::Csv,
+                follow: true,
+                partition_key: PartitionKey::None,
+                batch_size: DEFAULT_BATCH_SIZE,
+                batch_window_ms: 0,
+            }
+        );
+        assert!(create(&[
+            "--function",
+            "f",
+            "--stream-mqtt",
+            "a",
+            "--partition-key",
+            "x"
+        ])
+        .is_err());
+        // Update: only the batch size of the current stream changes.
+        let current = build_source(&c.kind, &c.settings, None).unwrap();
+        let u = match parse(&["update", "m-1", "--batch-size", "7"]).unwrap() {
+            MappingCmd::Update(u) => u,
+            other => panic!("{other:?}"),
+        };
+        match build_source(&u.kind, &u.settings, Some(&current)).unwrap() {
+            Source::StreamFile {
+                batch_size, follow, ..
+            } => assert_eq!((batch_size, follow), (7, true)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn update_keeps_or_adjusts_the_current_source() {
         let current = Source::Mqtt {
             filter: "a".into(),
