@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 to 4, see `migrations.rs`)
+//! # Schema (versions 1 to 4, and 6 for streams; see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
