@@ -83,6 +83,9 @@ fn apply_extra(
     if let Some(task) = &extra.job_task {
         jobs::apply_update(tx, task)?;
     }
+    if let Some(c) = &extra.stream_checkpoint {
+        super::stream::checkpoint(tx, c)?;
+    }
     Ok(())
 }
 
@@ -340,6 +343,7 @@ mod tests {
             dequeue: None,
             dead_letter: None,
             job_task: None,
+            stream_checkpoint: None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 to 5, see `migrations.rs`)
+//! # Schema (versions 1 to 6, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -32,6 +32,7 @@
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
 //! | `jobs` | `id` | batch jobs (V5): function + qualifier, state, parallelism, retries, task counters |
 //! | `job_tasks` | `(job, idx)` | batch-job tasks (V5): payload, state, attempts, result or error, last invocation |
+//! | `stream_partitions`, `stream_log`, `stream_files` | `(mapping, partition[, offset])`, `mapping` | ordered streams (V6): per-partition offsets and checkpoints, records not yet done, file readers' positions |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
 //! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
@@ -54,6 +55,7 @@
 //! - [`queue`], [`outbox`], [`dedup`], [`dead_letters`]: delivery state (docs/triggers.md)
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
 //! - [`retention`]: bounded history (age, rows, the disk budget), counted drops
+//! - [`stream`]: the durable log of stream mappings, checkpoints, lag (V6)
 //! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
 //! - [`status`]: counts behind `GET /v1/status` (what the agent holds, what waits to leave)
@@ -85,11 +87,12 @@ pub mod resolve;
 pub mod retention;
 pub mod stats;
 pub mod status;
+pub mod stream;
 pub mod upload;
 pub mod versions;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use commit::CommitSummary;
@@ -102,7 +105,8 @@ pub use jobs::{Job, JobState, NewJob, TaskInput, TaskOutcome, TaskUpdate};
 pub use kv::{KvUsage, KvWrite};
 pub use logs::LogFilter;
 pub use mappings::{
-    parse_cron, Destination, Mapping, MappingPatch, MappingToggled, Missed, NewMapping, Source,
+    parse_cron, Batching, Destination, FileFormat, Mapping, MappingPatch, MappingToggled, Missed,
+    NewMapping, PartitionKey, Source, DEFAULT_BATCH_SIZE,
 };
 pub use modules::sha256_hex;
 pub use outbox::{OutboxMessage, OutboxRow};

@@ -351,7 +351,7 @@ fn final_extra(
     extra
 }
 
-fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra {
+pub(crate) fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra {
     let mut extra = CommitExtra::default();
     if let Some(reply) = &carry.reply {
         extra.outbox.push(OutboxMessage::new(
@@ -413,7 +413,7 @@ fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra 
     extra
 }
 
-fn failure_extra(
+pub(crate) fn failure_extra(
     route: &Route,
     event: &OwnedEvent,
     carry: &Carry,

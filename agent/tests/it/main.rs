@@ -12,6 +12,7 @@ mod mappings;
 mod remote_invoke;
 mod runtime_abi;
 mod runtime_examples;
+mod streams;
 mod sync;
 mod systemd;
 mod triggers;
