@@ -77,18 +77,22 @@ impl From<StoreError> for ApiError {
             | StoreError::UnknownAlias { .. }
             | StoreError::UnknownInvocation(_)
             | StoreError::UnknownMapping(_)
-            | StoreError::UnknownDeadLetter(_) => (StatusCode::NOT_FOUND, "not_found"),
+            | StoreError::UnknownDeadLetter(_)
+            | StoreError::UnknownFlow(_)
+            | StoreError::UnknownFlowRun(_) => (StatusCode::NOT_FOUND, "not_found"),
             StoreError::FunctionExists(_)
             | StoreError::VersionInUse { .. }
             | StoreError::MappingExists { .. }
             | StoreError::HttpPathTaken { .. }
+            | StoreError::FlowExists(_)
             | StoreError::CloudManaged(_)
             | StoreError::CloudConflict(_) => (StatusCode::CONFLICT, "conflict"),
             StoreError::InvalidName { .. }
             | StoreError::InvalidQualifier { .. }
             | StoreError::InvalidAlias { .. }
             | StoreError::InvalidQuery(_)
-            | StoreError::InvalidMapping { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            | StoreError::InvalidMapping { .. }
+            | StoreError::InvalidFlow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError {

@@ -29,6 +29,8 @@
 //! | `dead_letters` | `id` | events whose delivery failed for good (V2); bounded by retention |
 //! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
 //! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
+//! | `flows` | `name` | flow definitions (V7): JSON, enabled, revision |
+//! | `flow_runs` | `id` | flow runs (V7): the definition they run, status, whole state as JSON (rewritten after every step) |
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
@@ -55,6 +57,7 @@
 //! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
+//! - [`flows`]: flow definitions and durable flow runs (V7, docs/flows.md)
 
 pub mod alias;
 pub mod cloud;
@@ -63,6 +66,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod dedup;
 pub mod error;
+pub mod flows;
 pub mod functions;
 pub mod invocations;
 pub mod kv;
@@ -90,6 +94,7 @@ pub use commit::CommitSummary;
 pub use db::{Store, StoreOptions, Synchronous, DEFAULT_OUTBOX_MAX_ROWS};
 pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use error::{Result, StoreError};
+pub use flows::{FlowInfo, FlowRun};
 pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
 pub use invocations::InvocationFilter;
 pub use kv::{KvUsage, KvWrite};
