@@ -1,7 +1,7 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`: clients of a
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `flow`: clients of a
 //!   running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
@@ -19,6 +19,7 @@ mod client;
 mod dead_letters;
 mod enroll;
 mod exec;
+mod flow;
 mod function;
 mod invoke;
 mod logs;
@@ -67,6 +68,8 @@ enum Command {
     Mapping(mapping::MappingArgs),
     /// List events whose delivery failed for good.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Workflows: create, start and follow flows of function steps (docs/flows.md).
+    Flow(flow::FlowArgs),
     /// Enroll this device with the cloud (stores its credential and the root key in the data
     /// directory); `run` then syncs its desired state.
     Enroll(enroll::EnrollArgs),
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => finish(stats::run(args)),
         Command::Mapping(args) => finish(mapping::run(args)),
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
+        Command::Flow(args) => finish(flow::run(args)),
         Command::Enroll(args) => enroll::run(args),
     }
 }

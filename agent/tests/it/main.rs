@@ -7,6 +7,7 @@ mod batch;
 mod builder;
 mod daemon;
 mod exec;
+mod flows;
 mod mappings;
 mod runtime_abi;
 mod runtime_examples;
