@@ -150,7 +150,8 @@ impl From<MissedArg> for Missed {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("kind").args(["mqtt", "cron", "every", "http", "stream_mqtt", "stream_file"]).required(true)))]
 struct CreateArgs {
-    /// The function to invoke, with an optional qualifier (version or alias) [default: latest].
+    /// The function to invoke, with an optional qualifier (version or alias) [default: latest];
+    /// or `flow:NAME` to start a run of a flow per event.
     #[arg(long, value_name = "NAME[:QUALIFIER]")]
     function: String,
     #[command(flatten)]
@@ -204,6 +205,11 @@ fn parse_every(text: &str) -> Result<u64, String> {
 
 /// `--function NAME[:QUALIFIER]` → body fields.
 fn function_fields(body: &mut Map<String, Value>, text: &str) {
+    if text.starts_with("flow:") {
+        // A flow target (`flow:NAME`) keeps its prefix; the agent starts runs of the flow.
+        body.insert("function".into(), json!(text));
+        return;
+    }
     let (name, qualifier) = text.split_once(':').unwrap_or((text, "latest"));
     body.insert("function".into(), json!(name));
     body.insert("qualifier".into(), json!(qualifier));

@@ -48,7 +48,7 @@ pub struct CommitSummary {
 
 /// Writes one [`CommitExtra`] in the caller's transaction, counting into `summary` and
 /// collecting the outbox rows it wrote into `written` (when asked to).
-fn apply_extra(
+pub(crate) fn apply_extra(
     tx: &Transaction<'_>,
     extra: &CommitExtra,
     now: i64,

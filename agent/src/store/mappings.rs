@@ -14,6 +14,8 @@
 //!   events fail delivery (a dead letter, or the on-failure destination) until a function of
 //!   that name exists again or the mapping is changed or deleted.
 //! - Deleting a mapping deletes the events queued for it (a paused mapping's backlog).
+//! - A mapping may target a flow instead: `function = "flow:NAME"` ([`FLOW_TARGET`]; the flow
+//!   must exist, the qualifier is unused); each event then starts a run (docs/flows.md).
 //! - Every change writes an info log line for the mapping's function (like lifecycle changes) and
 //!   bumps the `mappings.revision` counter ([`Store::mappings_revision`]) in the same
 //!   transaction, so the trigger runtime can poll one small row to see that something changed.
@@ -36,6 +38,20 @@ pub use crate::triggers::stream::{FileFormat, PartitionKey};
 
 /// Prefix of mapping ids.
 pub const MAPPING_ID_PREFIX: &str = "m-";
+
+/// A mapping whose `function` is `flow:NAME` starts runs of flow NAME (docs/flows.md).
+pub const FLOW_TARGET: &str = "flow:";
+
+/// The mapped function, or flow (`flow:NAME`), must exist.
+fn ensure_target(tx: &Transaction<'_>, target: &str) -> Result<()> {
+    match target.strip_prefix(FLOW_TARGET) {
+        Some(flow) if !super::flows::flow_exists(tx, flow)? => {
+            Err(StoreError::UnknownFlow(flow.to_string()))
+        }
+        Some(_) => Ok(()),
+        None => ensure_exists(tx, target),
+    }
+}
 
 /// Shortest interval of an `every` source, in milliseconds.
 pub const MIN_INTERVAL_MS: u64 = 100;
@@ -550,6 +566,9 @@ pub struct Mapping {
 impl Mapping {
     /// `NAME:QUALIFIER` of the mapped function.
     pub fn target(&self) -> String {
+        if self.function.starts_with(FLOW_TARGET) {
+            return self.function.clone();
+        }
         format!("{}:{}", self.function, self.qualifier)
     }
 }
@@ -718,7 +737,7 @@ pub(crate) fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
 
 /// Checks a mapping (new or updated) against the rules and the other mappings.
 pub(crate) fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
-    validate_function_name(&m.function)?;
+    validate_function_name(m.function.strip_prefix(FLOW_TARGET).unwrap_or(&m.function))?;
     Qualifier::parse(&m.qualifier)?;
     m.source.validate()?;
     if m.retries > MAX_RETRIES {
@@ -859,7 +878,7 @@ impl Store {
         };
         self.write(|tx| {
             validate(tx, &m)?;
-            ensure_exists(tx, &m.function)?;
+            ensure_target(tx, &m.function)?;
             write_row(tx, &m, true)?;
             let paused = if m.enabled { "" } else { ", paused" };
             lifecycle(
@@ -930,7 +949,7 @@ impl Store {
                 return Ok(m);
             }
             if m.function != old.function {
-                ensure_exists(tx, &m.function)?;
+                ensure_target(tx, &m.function)?;
             }
             m.updated_ms = now_ms().max(old.updated_ms);
             write_row(tx, &m, false)?;

@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -520,6 +520,34 @@ CREATE TABLE stream_files (
     header   TEXT,
     finished INTEGER NOT NULL CHECK (finished IN (0, 1))
 ) WITHOUT ROWID;
+"#;
+
+/// Schema version 7: flows (docs/flows.md; `store/flows.rs`): definitions and durable
+/// runs. A run keeps the definition it started with (an update applies to new runs) and its
+/// whole state as JSON, rewritten after every step (`flows/run.rs`).
+const V7: &str = r#"
+CREATE TABLE flows (
+    name       TEXT PRIMARY KEY NOT NULL,
+    definition TEXT NOT NULL,
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    revision   INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE flow_runs (
+    id         TEXT PRIMARY KEY NOT NULL,
+    flow       TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    state      TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX flow_runs_by_flow ON flow_runs (flow, id);
+CREATE INDEX flow_runs_running ON flow_runs (status) WHERE status = 'running';
 "#;
 
 #[cfg(test)]

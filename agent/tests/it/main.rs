@@ -8,6 +8,7 @@ mod builder;
 mod daemon;
 mod exec;
 mod jobs;
+mod flows;
 mod mappings;
 mod remote_invoke;
 mod runtime_abi;
