@@ -5,6 +5,7 @@
 //! - [`store`]: the durable SQLite store (functions, versions, aliases, kv, records, stats).
 //! - [`stats`]: mergeable histograms behind the stats buckets and metrics.
 //! - [`daemon`]: the long-running agent: pools, invocation path, group commit, metrics.
+//! - [`flows`]: workflows: definitions, the run state machine, the actor driving runs.
 //! - [`api`]: the admin HTTP API over the daemon (docs/agent-api.md).
 //! - [`jobs`]: batch jobs: input files to tasks, the runner actor, results.
 //! - [`sync`]: cloud sync: enrollment, the desired state (verify, stage, activate), health
@@ -19,6 +20,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod daemon;
+pub mod flows;
 pub mod jobs;
 pub mod memory;
 pub mod paths;

@@ -78,11 +78,14 @@ impl From<StoreError> for ApiError {
             | StoreError::UnknownInvocation(_)
             | StoreError::UnknownMapping(_)
             | StoreError::UnknownDeadLetter(_)
-            | StoreError::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
+            | StoreError::UnknownJob(_)
+            | StoreError::UnknownFlow(_)
+            | StoreError::UnknownFlowRun(_) => (StatusCode::NOT_FOUND, "not_found"),
             StoreError::FunctionExists(_)
             | StoreError::VersionInUse { .. }
             | StoreError::MappingExists { .. }
             | StoreError::HttpPathTaken { .. }
+            | StoreError::FlowExists(_)
             | StoreError::CloudManaged(_)
             | StoreError::CloudConflict(_)
             | StoreError::JobFinished { .. }
@@ -92,7 +95,8 @@ impl From<StoreError> for ApiError {
             | StoreError::InvalidAlias { .. }
             | StoreError::InvalidQuery(_)
             | StoreError::InvalidMapping { .. }
-            | StoreError::InvalidJob(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            | StoreError::InvalidJob(_)
+            | StoreError::InvalidFlow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError {

@@ -72,6 +72,10 @@ fn function_and_qualifier(
     function: String,
     qualifier: Option<String>,
 ) -> Result<(String, Option<String>), ApiError> {
+    if function.starts_with(crate::store::mappings::FLOW_TARGET) {
+        // `flow:NAME`: a flow target, not a function qualifier.
+        return Ok((function, qualifier));
+    }
     match (function.split_once(':'), qualifier) {
         (Some(_), Some(_)) => Err(ApiError::invalid(format!(
             "function {function:?} names a qualifier and `qualifier` is given too: give it once"

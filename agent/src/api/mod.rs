@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod error;
+mod flows;
 mod functions;
 mod invoke;
 mod jobs;
@@ -75,6 +76,16 @@ pub fn router(daemon: Daemon, token: &str) -> Router {
         )
         .route("/mappings/{id}/pause", post(mappings::pause))
         .route("/mappings/{id}/resume", post(mappings::resume))
+        .route("/flows", get(flows::list).post(flows::create))
+        .route(
+            "/flows/{name}",
+            get(flows::get).put(flows::update).delete(flows::delete),
+        )
+        .route("/flows/{name}/enable", post(flows::enable))
+        .route("/flows/{name}/disable", post(flows::disable))
+        .route("/flows/{name}/start", post(flows::start))
+        .route("/flows/{name}/runs", get(flows::runs))
+        .route("/flow-runs/{id}", get(flows::run))
         .route("/dead-letters", get(dead_letters::list))
         .route(
             "/dead-letters/{id}",

@@ -84,6 +84,7 @@ pub async fn stats(
         return Err(ApiError::bad_request("qualifier needs function"));
     }
     let d = s.daemon.clone();
+    let function = q.function.clone();
     let report = blocking(move || {
         let versions = match (&q.function, &q.qualifier) {
             (Some(f), Some(qual)) => Some(d.store().version_keys(f, &Qualifier::parse(qual)?)?),
@@ -103,8 +104,12 @@ pub async fn stats(
         })
     })
     .await?;
+    let d = s.daemon.clone();
+    // Stream lag is a present state, not a window: every partition of the stream mappings.
+    let lag = blocking(move || d.store().stream_lag(function.as_deref())).await?;
     let mut v = serde_json::to_value(&report).map_err(|e| ApiError::internal(e.to_string()))?;
     v["window_s"] = window_s.into();
+    v["streams"] = serde_json::to_value(&lag).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(v))
 }
 

@@ -10,7 +10,9 @@ use super::client::{api_path, AgentOpts, Body, Client, Method};
 use super::output::{self, fields, time_ms, Table};
 use anyhow::bail;
 use clap::Subcommand;
-use edgefn_agent::store::{Destination, Mapping, Missed, Source};
+use edgefn_agent::store::{
+    Destination, FileFormat, Mapping, Missed, PartitionKey, Source, DEFAULT_BATCH_SIZE,
+};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
 
@@ -24,8 +26,8 @@ pub struct MappingArgs {
 
 #[derive(Debug, Subcommand)]
 enum MappingCmd {
-    /// Map an event source (MQTT filter, cron schedule, interval or HTTP path) to a function;
-    /// prints the new mapping's id.
+    /// Map an event source (MQTT filter, cron schedule, interval, HTTP path, or an ordered
+    /// stream from MQTT or a file) to a function; prints the new mapping's id.
     Create(CreateArgs),
     /// List the mappings (of one function with --function).
     List {
@@ -48,7 +50,8 @@ enum MappingCmd {
         #[arg(value_name = "ID")]
         id: String,
     },
-    /// Stop delivery: MQTT events are queued durably, schedules do not fire, HTTP answers 409.
+    /// Stop delivery: MQTT events are queued durably, schedules do not fire, HTTP answers 409,
+    /// streams keep appending and stop consuming (their lag grows).
     Pause {
         /// The mapping's id (or name).
         #[arg(value_name = "ID")]
@@ -78,6 +81,12 @@ struct SourceKind {
     /// HTTP path on the trigger listener (`POST PATH` invokes the function).
     #[arg(long, value_name = "PATH")]
     http: Option<String>,
+    /// An ordered stream of the messages on an MQTT filter (QoS 1), in batches per partition.
+    #[arg(long, value_name = "FILTER")]
+    stream_mqtt: Option<String>,
+    /// An ordered stream of the lines of a CSV or JSON-lines file, read once or --follow'ed.
+    #[arg(long, value_name = "PATH")]
+    stream_file: Option<String>,
 }
 
 /// Settings of a source kind.
@@ -93,6 +102,32 @@ struct SourceSettings {
     /// What a schedule does about runs missed while the agent was down [default: skip].
     #[arg(long, value_name = "POLICY", value_enum)]
     missed: Option<MissedArg>,
+    /// Streams: how a record's partition is found: `topic` (MQTT default), `topic:N` (level N
+    /// from 1), `json:/POINTER` (a payload field), `none` (one partition; files' default).
+    #[arg(long, value_name = "KEY", value_parser = parse_key)]
+    partition_key: Option<PartitionKey>,
+    /// Streams: most records per invocation [default: 100].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u32>,
+    /// Streams: how long a partition waits for a fuller batch (0s: deliver what is there)
+    /// [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    batch_window: Option<u64>,
+    /// File streams: `csv` (a header row, then rows) or `jsonl` (one JSON value per line)
+    /// [default: from the file's extension].
+    #[arg(long, value_name = "csv|jsonl", value_parser = parse_format)]
+    format: Option<FileFormat>,
+    /// File streams: keep reading what is appended (like `tail -F`), instead of reading once.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    follow: Option<bool>,
+}
+
+fn parse_key(text: &str) -> Result<PartitionKey, String> {
+    text.parse()
+}
+
+fn parse_format(text: &str) -> Result<FileFormat, String> {
+    text.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,9 +148,10 @@ impl From<MissedArg> for Missed {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("kind").args(["mqtt", "cron", "every", "http"]).required(true)))]
+#[command(group(clap::ArgGroup::new("kind").args(["mqtt", "cron", "every", "http", "stream_mqtt", "stream_file"]).required(true)))]
 struct CreateArgs {
-    /// The function to invoke, with an optional qualifier (version or alias) [default: latest].
+    /// The function to invoke, with an optional qualifier (version or alias) [default: latest];
+    /// or `flow:NAME` to start a run of a flow per event.
     #[arg(long, value_name = "NAME[:QUALIFIER]")]
     function: String,
     #[command(flatten)]
@@ -169,6 +205,11 @@ fn parse_every(text: &str) -> Result<u64, String> {
 
 /// `--function NAME[:QUALIFIER]` → body fields.
 fn function_fields(body: &mut Map<String, Value>, text: &str) {
+    if text.starts_with("flow:") {
+        // A flow target (`flow:NAME`) keeps its prefix; the agent starts runs of the flow.
+        body.insert("function".into(), json!(text));
+        return;
+    }
     let (name, qualifier) = text.split_once(':').unwrap_or((text, "latest"));
     body.insert("function".into(), json!(name));
     body.insert("qualifier".into(), json!(qualifier));
@@ -176,13 +217,27 @@ fn function_fields(body: &mut Map<String, Value>, text: &str) {
 
 impl SourceKind {
     fn given(&self) -> bool {
-        self.mqtt.is_some() || self.cron.is_some() || self.every.is_some() || self.http.is_some()
+        self.mqtt.is_some()
+            || self.cron.is_some()
+            || self.every.is_some()
+            || self.http.is_some()
+            || self.stream_mqtt.is_some()
+            || self.stream_file.is_some()
     }
 }
 
 impl SourceSettings {
     fn given(&self) -> bool {
-        self.qos.is_some() || self.shared_group.is_some() || self.missed.is_some()
+        self.qos.is_some() || self.shared_group.is_some() || self.missed.is_some() || self.stream()
+    }
+
+    /// Whether a stream setting is given.
+    fn stream(&self) -> bool {
+        self.partition_key.is_some()
+            || self.batch_size.is_some()
+            || self.batch_window.is_some()
+            || self.format.is_some()
+            || self.follow.is_some()
     }
 }
 
@@ -223,15 +278,72 @@ fn build_source(
             missed: c.and_then(Source::missed).unwrap_or_default(),
         },
         (SourceKind { http: Some(p), .. }, _) => Source::Http { path: p.clone() },
+        (
+            SourceKind {
+                stream_mqtt: Some(f),
+                ..
+            },
+            c,
+        ) => {
+            let b = c.and_then(Source::batching);
+            Source::StreamMqtt {
+                filter: f.clone(),
+                partition_key: match c {
+                    Some(Source::StreamMqtt { partition_key, .. }) => partition_key.clone(),
+                    _ => PartitionKey::Topic,
+                },
+                batch_size: b.map_or(DEFAULT_BATCH_SIZE, |b| b.size),
+                batch_window_ms: b.map_or(0, |b| b.window_ms),
+            }
+        }
+        (
+            SourceKind {
+                stream_file: Some(p),
+                ..
+            },
+            c,
+        ) => {
+            let b = c.and_then(Source::batching);
+            let (format, follow, key) = match c {
+                Some(Source::StreamFile {
+                    format,
+                    follow,
+                    partition_key,
+                    ..
+                }) => (Some(*format), *follow, partition_key.clone()),
+                _ => (None, false, PartitionKey::None),
+            };
+            let format = match settings.format.or_else(|| format_of(p)).or(format) {
+                Some(f) => f,
+                None => {
+                    bail!("give --format csv or --format jsonl (the file's extension does not say)")
+                }
+            };
+            Source::StreamFile {
+                path: absolute(p)?,
+                format,
+                follow,
+                partition_key: key,
+                batch_size: b.map_or(DEFAULT_BATCH_SIZE, |b| b.size),
+                batch_window_ms: b.map_or(0, |b| b.window_ms),
+            }
+        }
         (_, Some(c)) => c.clone(),
-        (_, None) => bail!("give a source: --mqtt, --cron, --every or --http"),
+        (_, None) => {
+            bail!("give a source: --mqtt, --cron, --every, --http, --stream-mqtt or --stream-file")
+        }
     };
+    let stream_only = "--partition-key, --batch-size, --batch-window, --format and --follow \
+                       apply to stream mappings (--stream-mqtt, --stream-file)";
     match &mut source {
         Source::Mqtt {
             qos, shared_group, ..
         } => {
             if settings.missed.is_some() {
                 bail!("--missed applies to schedules (--cron, --every), not to MQTT mappings");
+            }
+            if settings.stream() {
+                bail!("{stream_only}");
             }
             if let Some(q) = settings.qos {
                 *qos = q;
@@ -244,17 +356,101 @@ fn build_source(
             if settings.qos.is_some() || settings.shared_group.is_some() {
                 bail!("--qos and --shared-group apply to MQTT mappings (--mqtt), not to schedules");
             }
+            if settings.stream() {
+                bail!("{stream_only}");
+            }
             if let Some(m) = settings.missed {
                 *missed = m.into();
             }
         }
         Source::Http { .. } => {
             if settings.given() {
-                bail!("--qos, --shared-group and --missed do not apply to HTTP mappings");
+                bail!(
+                    "--qos, --shared-group, --missed and stream settings do not apply to HTTP \
+                     mappings"
+                );
+            }
+        }
+        Source::StreamMqtt {
+            partition_key,
+            batch_size,
+            batch_window_ms,
+            ..
+        } => {
+            if settings.qos.is_some() || settings.shared_group.is_some() {
+                bail!("--qos and --shared-group do not apply to streams (QoS 1, not shared)");
+            }
+            if settings.missed.is_some() {
+                bail!("--missed applies to schedules (--cron, --every), not to streams");
+            }
+            if settings.format.is_some() || settings.follow.is_some() {
+                bail!("--format and --follow apply to file streams (--stream-file)");
+            }
+            if let Some(k) = &settings.partition_key {
+                *partition_key = k.clone();
+            }
+            if let Some(n) = settings.batch_size {
+                *batch_size = n;
+            }
+            if let Some(w) = settings.batch_window {
+                *batch_window_ms = w;
+            }
+        }
+        Source::StreamFile {
+            format,
+            follow,
+            partition_key,
+            batch_size,
+            batch_window_ms,
+            ..
+        } => {
+            if settings.qos.is_some()
+                || settings.shared_group.is_some()
+                || settings.missed.is_some()
+            {
+                bail!("--qos, --shared-group and --missed do not apply to file streams");
+            }
+            if let Some(f) = settings.format {
+                *format = f;
+            }
+            if let Some(f) = settings.follow {
+                *follow = f;
+            }
+            if let Some(k) = &settings.partition_key {
+                *partition_key = k.clone();
+            }
+            if let Some(n) = settings.batch_size {
+                *batch_size = n;
+            }
+            if let Some(w) = settings.batch_window {
+                *batch_window_ms = w;
             }
         }
     }
     Ok(source)
+}
+
+/// The format a file's extension names.
+fn format_of(path: &str) -> Option<FileFormat> {
+    let ext = std::path::Path::new(path).extension()?.to_str()?;
+    match ext.to_ascii_lowercase().as_str() {
+        "csv" => Some(FileFormat::Csv),
+        "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+        _ => None,
+    }
+}
+
+/// The agent runs elsewhere: a relative path is taken from the CLI's working directory.
+fn absolute(path: &str) -> anyhow::Result<String> {
+    let p = std::path::Path::new(path);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("the path {path:?} is not UTF-8"))
 }
 
 /// `--on-success`/`--on-failure`/`--name`/`--retries` → body fields (`none` → null when
@@ -354,8 +550,10 @@ fn update(opts: &AgentOpts, u: UpdateArgs) -> anyhow::Result<ExitCode> {
     delivery_fields(&mut body, &u.delivery, true);
     if !u.kind.given() && !u.settings.given() && body.is_empty() {
         bail!(
-            "nothing to update: give --function, a source (--mqtt, --cron, --every, --http), \
-             --qos, --shared-group, --missed, --name, --on-success, --on-failure or --retries"
+            "nothing to update: give --function, a source (--mqtt, --cron, --every, --http, \
+             --stream-mqtt, --stream-file), --qos, --shared-group, --missed, --partition-key, \
+             --batch-size, --batch-window, --format, --follow, --name, --on-success, \
+             --on-failure or --retries"
         );
     }
     let client = Client::new(opts)?;
@@ -555,6 +753,65 @@ mod tests {
                 build_source(&c.kind, &c.settings, None).is_err(),
                 "{args:?}"
             );
+        }
+    }
+
+    #[test]
+    fn stream_sources_from_flags() {
+        let c = create(&[
+            "--function",
+            "f",
+            "--stream-mqtt",
+            "plant/+/power",
+            "--partition-key",
+            "topic:2",
+            "--batch-size",
+            "50",
+            "--batch-window",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::StreamMqtt {
+                filter: "plant/+/power".into(),
+                partition_key: PartitionKey::TopicLevel(2),
+                batch_size: 50,
+                batch_window_ms: 2000,
+            }
+        );
+        let c = create(&["--function", "f", "--stream-file", "/d/in.csv", "--follow"]).unwrap();
+        assert_eq!(
+            build_source(&c.kind, &c.settings, None).unwrap(),
+            Source::StreamFile {
+                path: "/d/in.csv".into(),
+                format: FileFormat::Csv,
+                follow: true,
+                partition_key: PartitionKey::None,
+                batch_size: DEFAULT_BATCH_SIZE,
+                batch_window_ms: 0,
+            }
+        );
+        assert!(create(&[
+            "--function",
+            "f",
+            "--stream-mqtt",
+            "a",
+            "--partition-key",
+            "x"
+        ])
+        .is_err());
+        // Update: only the batch size of the current stream changes.
+        let current = build_source(&c.kind, &c.settings, None).unwrap();
+        let u = match parse(&["update", "m-1", "--batch-size", "7"]).unwrap() {
+            MappingCmd::Update(u) => u,
+            other => panic!("{other:?}"),
+        };
+        match build_source(&u.kind, &u.settings, Some(&current)).unwrap() {
+            Source::StreamFile {
+                batch_size, follow, ..
+            } => assert_eq!((batch_size, follow), (7, true)),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The command line: one file per command.
 //!
 //! - `exec`: runs a module locally, no agent needed.
-//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `status`, `job`:
-//!   clients of a running agent's admin API (docs/agent-api.md), sharing [`client`] and [`output`].
+//! - `function`, `alias`, `invoke`, `logs`, `stats`, `mapping`, `dead-letters`, `status`, `job`,
+//!   `flow`: clients of a running agent's admin API (docs/agent-api.md), sharing [`client`] and
+//!   [`output`].
 //!
 //! Exit codes, the same for every command ([`exit_code`] maps errors to them):
 //! - 0: done.
@@ -19,6 +20,7 @@ mod client;
 mod dead_letters;
 mod enroll;
 mod exec;
+mod flow;
 mod function;
 mod invoke;
 mod job;
@@ -75,6 +77,8 @@ enum Command {
     /// Batch jobs: run a function over every line of a JSON lines or CSV file (submit, status,
     /// list, cancel, results, delete).
     Job(job::JobArgs),
+    /// Workflows: create, start and follow flows of function steps (docs/flows.md).
+    Flow(flow::FlowArgs),
     /// Enroll this device with the cloud (stores its credential and the root key in the data
     /// directory); `run` then syncs its desired state.
     Enroll(enroll::EnrollArgs),
@@ -95,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DeadLetters(args) => finish(dead_letters::run(args)),
         Command::Status(args) => finish(status::run(args)),
         Command::Job(args) => finish(job::run(args)),
+        Command::Flow(args) => finish(flow::run(args)),
         Command::Enroll(args) => enroll::run(args),
     }
 }

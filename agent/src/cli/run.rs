@@ -152,6 +152,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         tokio::spawn(daemon.clone().retention_loop());
+        // Flow runs (docs/flows.md): continues the runs a previous agent left running.
+        tokio::spawn(edgefn_agent::flows::engine::run(daemon.clone()));
         // Cloud sync, if this device is enrolled (src/sync, docs/cloud-api.md).
         match edgefn_agent::sync::start(
             daemon.clone(),

@@ -35,6 +35,19 @@ struct StatsDoc {
     totals: Stats,
     #[serde(default)]
     series: Vec<Bucket>,
+    /// Lag per partition of the stream mappings.
+    #[serde(default)]
+    streams: Vec<PartitionLag>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PartitionLag {
+    name: String,
+    partition: String,
+    appended: i64,
+    checkpoint: i64,
+    lag: i64,
+    oldest_age_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,9 +106,41 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     } else {
         let doc: StatsDoc = client.decode(&v)?;
         let scope = (args.name.as_deref(), args.qualifier.as_deref());
-        output::out(&render(scope, &doc))?;
+        output::out(&(render(scope, &doc) + &render_streams(&doc)))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stream lag table (empty without stream partitions).
+fn render_streams(doc: &StatsDoc) -> String {
+    if doc.streams.is_empty() {
+        return String::new();
+    }
+    let mut t = Table::new(&[
+        "STREAM",
+        "PARTITION",
+        "APPENDED",
+        "CHECKPOINT",
+        "LAG",
+        "OLDEST",
+    ])
+    .right(&[2, 3, 4, 5]);
+    for p in &doc.streams {
+        t.row(&[
+            p.name.clone(),
+            if p.partition.is_empty() {
+                "(default)".into()
+            } else {
+                p.partition.clone()
+            },
+            p.appended.to_string(),
+            p.checkpoint.to_string(),
+            p.lag.to_string(),
+            p.oldest_age_ms
+                .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+        ]);
+    }
+    format!("\n{}", t.render())
 }
 
 fn render((name, qualifier): (Option<&str>, Option<&str>), doc: &StatsDoc) -> String {

@@ -48,7 +48,7 @@ pub struct CommitSummary {
 
 /// Writes one [`CommitExtra`] in the caller's transaction, counting into `summary` and
 /// collecting the outbox rows it wrote into `written` (when asked to).
-fn apply_extra(
+pub(crate) fn apply_extra(
     tx: &Transaction<'_>,
     extra: &CommitExtra,
     now: i64,
@@ -82,6 +82,9 @@ fn apply_extra(
     }
     if let Some(task) = &extra.job_task {
         jobs::apply_update(tx, task)?;
+    }
+    if let Some(c) = &extra.stream_checkpoint {
+        super::stream::checkpoint(tx, c)?;
     }
     Ok(())
 }
@@ -340,6 +343,7 @@ mod tests {
             dequeue: None,
             dead_letter: None,
             job_task: None,
+            stream_checkpoint: None,
         }
     }
 

@@ -70,6 +70,19 @@ pub enum StoreError {
     #[error("dead letter {0:?} not found")]
     UnknownDeadLetter(String),
 
+    #[error("flow {0:?} not found")]
+    UnknownFlow(String),
+
+    #[error("flow {0:?} already exists")]
+    FlowExists(String),
+
+    /// A flow definition that cannot run (the message names the step and field).
+    #[error("{0}")]
+    InvalidFlow(String),
+
+    #[error("flow run {0:?} not found")]
+    UnknownFlowRun(String),
+
     #[error(
         "{path}: store schema version {found} is newer than this agent supports ({supported}); \
          run a newer agent"

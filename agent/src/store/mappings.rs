@@ -14,6 +14,8 @@
 //!   events fail delivery (a dead letter, or the on-failure destination) until a function of
 //!   that name exists again or the mapping is changed or deleted.
 //! - Deleting a mapping deletes the events queued for it (a paused mapping's backlog).
+//! - A mapping may target a flow instead: `function = "flow:NAME"` ([`FLOW_TARGET`]; the flow
+//!   must exist, the qualifier is unused); each event then starts a run (docs/flows.md).
 //! - Every change writes an info log line for the mapping's function (like lifecycle changes) and
 //!   bumps the `mappings.revision` counter ([`Store::mappings_revision`]) in the same
 //!   transaction, so the trigger runtime can poll one small row to see that something changed.
@@ -32,9 +34,24 @@ use super::names::validate_function_name;
 use super::qualifier::Qualifier;
 use super::queue;
 use crate::runtime::topic::{check_filter, check_topic};
+pub use crate::triggers::stream::{FileFormat, PartitionKey};
 
 /// Prefix of mapping ids.
 pub const MAPPING_ID_PREFIX: &str = "m-";
+
+/// A mapping whose `function` is `flow:NAME` starts runs of flow NAME (docs/flows.md).
+pub const FLOW_TARGET: &str = "flow:";
+
+/// The mapped function, or flow (`flow:NAME`), must exist.
+fn ensure_target(tx: &Transaction<'_>, target: &str) -> Result<()> {
+    match target.strip_prefix(FLOW_TARGET) {
+        Some(flow) if !super::flows::flow_exists(tx, flow)? => {
+            Err(StoreError::UnknownFlow(flow.to_string()))
+        }
+        Some(_) => Ok(()),
+        None => ensure_exists(tx, target),
+    }
+}
 
 /// Shortest interval of an `every` source, in milliseconds.
 pub const MIN_INTERVAL_MS: u64 = 100;
@@ -126,6 +143,53 @@ pub enum Source {
     },
     /// `POST PATH` on the HTTP trigger listener (synchronous).
     Http { path: String },
+    /// An ordered stream of the messages on an MQTT filter (subscribed at QoS 1), partitioned
+    /// by a topic level or a JSON field of the payload (docs/triggers.md, "Streams").
+    #[serde(rename = "stream-mqtt")]
+    StreamMqtt {
+        filter: String,
+        #[serde(default = "PartitionKey::whole_topic")]
+        partition_key: PartitionKey,
+        #[serde(default = "default_batch_size")]
+        batch_size: u32,
+        #[serde(default)]
+        batch_window_ms: u64,
+    },
+    /// An ordered stream of the lines of a file (CSV or JSON lines), read once or followed.
+    #[serde(rename = "stream-file")]
+    StreamFile {
+        /// Absolute path.
+        path: String,
+        format: FileFormat,
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        partition_key: PartitionKey,
+        #[serde(default = "default_batch_size")]
+        batch_size: u32,
+        #[serde(default)]
+        batch_window_ms: u64,
+    },
+}
+
+fn default_batch_size() -> u32 {
+    DEFAULT_BATCH_SIZE
+}
+
+/// Records per batch of a stream mapping unless set.
+pub const DEFAULT_BATCH_SIZE: u32 = 100;
+
+/// Most records per batch.
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+
+/// Longest batch window (5 minutes).
+pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
+
+/// Batch size and window of a stream mapping ([`Source::batching`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub size: u32,
+    pub window_ms: u64,
 }
 
 impl Source {
@@ -136,7 +200,34 @@ impl Source {
             Source::Cron { .. } => "cron",
             Source::Every { .. } => "every",
             Source::Http { .. } => "http",
+            Source::StreamMqtt { .. } => "stream-mqtt",
+            Source::StreamFile { .. } => "stream-file",
         }
+    }
+
+    /// Batch size and window of a stream source (`None` for other kinds).
+    pub fn batching(&self) -> Option<Batching> {
+        match self {
+            Source::StreamMqtt {
+                batch_size,
+                batch_window_ms,
+                ..
+            }
+            | Source::StreamFile {
+                batch_size,
+                batch_window_ms,
+                ..
+            } => Some(Batching {
+                size: *batch_size,
+                window_ms: *batch_window_ms,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a stream source.
+    pub fn is_stream(&self) -> bool {
+        self.batching().is_some()
     }
 
     /// The missed-run policy of a schedule (`None` for MQTT and HTTP).
@@ -155,7 +246,7 @@ impl Source {
                 shared_group: Some(group),
                 ..
             } => Some(format!("$share/{group}/{filter}")),
-            Source::Mqtt { filter, .. } => Some(filter.clone()),
+            Source::Mqtt { filter, .. } | Source::StreamMqtt { filter, .. } => Some(filter.clone()),
             _ => None,
         }
     }
@@ -205,7 +296,68 @@ impl Source {
                 Ok(())
             }
             Source::Http { path } => validate_http_path(path),
+            Source::StreamMqtt {
+                filter,
+                partition_key,
+                ..
+            } => {
+                check_filter(filter)
+                    .map_err(|r| invalid(format!("bad MQTT topic filter {filter:?}: {r}")))?;
+                if filter.starts_with("$share/") {
+                    return Err(invalid(format!(
+                        "bad MQTT topic filter {filter:?}: a stream cannot be a shared \
+                         subscription (its order would be split between agents)"
+                    )));
+                }
+                partition_key.validate_for_mqtt(filter).map_err(invalid)?;
+                self.validate_batching()
+            }
+            Source::StreamFile {
+                path,
+                partition_key,
+                ..
+            } => {
+                if !std::path::Path::new(path).is_absolute() {
+                    return Err(invalid(format!(
+                        "bad stream file {path:?}: give an absolute path"
+                    )));
+                }
+                if path.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "bad stream file {path:?}: control characters are not allowed"
+                    )));
+                }
+                if matches!(
+                    partition_key,
+                    PartitionKey::Topic | PartitionKey::TopicLevel(_)
+                ) {
+                    return Err(invalid(format!(
+                        "partition key `{partition_key}` is for MQTT streams: a file's records \
+                         are partitioned by a JSON field (`json:/POINTER`) or not at all"
+                    )));
+                }
+                self.validate_batching()
+            }
         }
+    }
+
+    fn validate_batching(&self) -> Result<()> {
+        let Some(b) = self.batching() else {
+            return Ok(());
+        };
+        if b.size == 0 || b.size > MAX_BATCH_SIZE {
+            return Err(invalid(format!(
+                "batch size {} is out of range: 1 to {MAX_BATCH_SIZE}",
+                b.size
+            )));
+        }
+        if b.window_ms > MAX_BATCH_WINDOW_MS {
+            return Err(invalid(format!(
+                "batch window {}ms is too long: at most {MAX_BATCH_WINDOW_MS}ms (5m)",
+                b.window_ms
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -243,7 +395,44 @@ impl fmt::Display for Source {
                 Ok(())
             }
             Source::Http { path } => write!(f, "http {path}"),
+            Source::StreamMqtt {
+                filter,
+                partition_key,
+                batch_size,
+                batch_window_ms,
+            } => {
+                write!(
+                    f,
+                    "stream mqtt {filter} (key {partition_key}, batch {batch_size}"
+                )?;
+                window(f, *batch_window_ms)
+            }
+            Source::StreamFile {
+                path,
+                format,
+                follow,
+                partition_key,
+                batch_size,
+                batch_window_ms,
+            } => {
+                let how = if *follow { ", follow" } else { "" };
+                write!(
+                    f,
+                    "stream file {path} ({format}{how}, key {partition_key}, batch {batch_size}"
+                )?;
+                window(f, *batch_window_ms)
+            }
         }
+    }
+}
+
+/// `, window 2s)` or `)`.
+fn window(f: &mut fmt::Formatter<'_>, ms: u64) -> fmt::Result {
+    if ms > 0 {
+        let d = std::time::Duration::from_millis(ms);
+        write!(f, ", window {})", humantime::format_duration(d))
+    } else {
+        f.write_str(")")
     }
 }
 
@@ -377,6 +566,9 @@ pub struct Mapping {
 impl Mapping {
     /// `NAME:QUALIFIER` of the mapped function.
     pub fn target(&self) -> String {
+        if self.function.starts_with(FLOW_TARGET) {
+            return self.function.clone();
+        }
         format!("{}:{}", self.function, self.qualifier)
     }
 }
@@ -545,7 +737,7 @@ pub(crate) fn bump_revision(tx: &Transaction<'_>) -> Result<()> {
 
 /// Checks a mapping (new or updated) against the rules and the other mappings.
 pub(crate) fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
-    validate_function_name(&m.function)?;
+    validate_function_name(m.function.strip_prefix(FLOW_TARGET).unwrap_or(&m.function))?;
     Qualifier::parse(&m.qualifier)?;
     m.source.validate()?;
     if m.retries > MAX_RETRIES {
@@ -686,7 +878,7 @@ impl Store {
         };
         self.write(|tx| {
             validate(tx, &m)?;
-            ensure_exists(tx, &m.function)?;
+            ensure_target(tx, &m.function)?;
             write_row(tx, &m, true)?;
             let paused = if m.enabled { "" } else { ", paused" };
             lifecycle(
@@ -757,7 +949,7 @@ impl Store {
                 return Ok(m);
             }
             if m.function != old.function {
-                ensure_exists(tx, &m.function)?;
+                ensure_target(tx, &m.function)?;
             }
             m.updated_ms = now_ms().max(old.updated_ms);
             write_row(tx, &m, false)?;
@@ -814,7 +1006,8 @@ impl Store {
             ensure_local_mapping(tx, &m)?;
             tx.prepare_cached("DELETE FROM mappings WHERE id = ?1")?
                 .execute([&m.id])?;
-            let dropped = queue::delete_target(tx, &queue::mapping_target(&m.id))?;
+            let dropped = queue::delete_target(tx, &queue::mapping_target(&m.id))?
+                + super::stream::delete_mapping(tx, &m.id)?;
             let queued = if dropped > 0 {
                 format!(" ({dropped} queued events dropped)")
             } else {

@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -458,6 +458,96 @@ CREATE TABLE job_tasks (
     PRIMARY KEY (job, idx)
 );
 CREATE INDEX job_tasks_failed ON job_tasks (job, idx) WHERE state = 'failed';
+"#;
+
+/// Schema version 6: ordered streams (docs/triggers.md, "Streams"; `store/stream.rs`). The
+/// mappings table is rebuilt because its `source_kind` CHECK lists the kinds (SQLite cannot
+/// change a CHECK in place); rows, indexes and the `origin` column are kept.
+const V6: &str = r#"
+CREATE TABLE mappings_v6 (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL UNIQUE,
+    function    TEXT NOT NULL,
+    qualifier   TEXT NOT NULL,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('mqtt', 'cron', 'every', 'http',
+                                                     'stream-mqtt', 'stream-file')),
+    source      TEXT NOT NULL CHECK (json_valid(source)),
+    enabled     INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    retries     INTEGER NOT NULL DEFAULT 2 CHECK (retries >= 0),
+    on_success  TEXT,
+    on_failure  TEXT,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    origin      TEXT NOT NULL DEFAULT 'local' CHECK (origin IN ('local', 'cloud'))
+) WITHOUT ROWID;
+INSERT INTO mappings_v6 (id, name, function, qualifier, source_kind, source, enabled, retries,
+                         on_success, on_failure, created_ms, updated_ms, origin)
+    SELECT id, name, function, qualifier, source_kind, source, enabled, retries,
+           on_success, on_failure, created_ms, updated_ms, origin FROM mappings;
+DROP TABLE mappings;
+ALTER TABLE mappings_v6 RENAME TO mappings;
+CREATE INDEX mappings_by_function ON mappings (function);
+CREATE UNIQUE INDEX mappings_http_path ON mappings (json_extract(source, '$.path'))
+    WHERE source_kind = 'http';
+
+-- Per partition of a stream mapping: the last offset given out and the last one done.
+CREATE TABLE stream_partitions (
+    mapping    TEXT NOT NULL,
+    partition  TEXT NOT NULL,
+    appended   INTEGER NOT NULL,
+    checkpoint INTEGER NOT NULL CHECK (checkpoint <= appended),
+    PRIMARY KEY (mapping, partition)
+) WITHOUT ROWID;
+
+-- Records appended and not yet done (deleted when the checkpoint passes them).
+CREATE TABLE stream_log (
+    mapping   TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    offset    INTEGER NOT NULL,
+    subject   TEXT NOT NULL,
+    time_ms   INTEGER NOT NULL,
+    payload   BLOB NOT NULL,
+    PRIMARY KEY (mapping, partition, offset)
+);
+
+-- Where a file source's reader is; written with the records read up to there.
+CREATE TABLE stream_files (
+    mapping  TEXT PRIMARY KEY NOT NULL,
+    path     TEXT NOT NULL,
+    file_id  TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    line     INTEGER NOT NULL,
+    header   TEXT,
+    finished INTEGER NOT NULL CHECK (finished IN (0, 1))
+) WITHOUT ROWID;
+"#;
+
+/// Schema version 7: flows (docs/flows.md; `store/flows.rs`): definitions and durable
+/// runs. A run keeps the definition it started with (an update applies to new runs) and its
+/// whole state as JSON, rewritten after every step (`flows/run.rs`).
+const V7: &str = r#"
+CREATE TABLE flows (
+    name       TEXT PRIMARY KEY NOT NULL,
+    definition TEXT NOT NULL,
+    enabled    INTEGER NOT NULL DEFAULT 1,
+    revision   INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE flow_runs (
+    id         TEXT PRIMARY KEY NOT NULL,
+    flow       TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    state      TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX flow_runs_by_flow ON flow_runs (flow, id);
+CREATE INDEX flow_runs_running ON flow_runs (status) WHERE status = 'running';
 "#;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! every acknowledged commit in it; see [`Synchronous`] for what a power loss can cost.
 //! Opening a store does no work proportional to its history.
 //!
-//! # Schema (versions 1 to 5, see `migrations.rs`)
+//! # Schema (versions 1 to 7, see `migrations.rs`)
 //!
 //! | table | key | what for |
 //! |---|---|---|
@@ -29,9 +29,12 @@
 //! | `dead_letters` | `id` | events whose delivery failed for good (V2); bounded by retention |
 //! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
 //! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
+//! | `flows` | `name` | flow definitions (V7): JSON, enabled, revision |
+//! | `flow_runs` | `id` | flow runs (V7): the definition they run, status, whole state as JSON (rewritten after every step) |
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
 //! | `jobs` | `id` | batch jobs (V5): function + qualifier, state, parallelism, retries, task counters |
 //! | `job_tasks` | `(job, idx)` | batch-job tasks (V5): payload, state, attempts, result or error, last invocation |
+//! | `stream_partitions`, `stream_log`, `stream_files` | `(mapping, partition[, offset])`, `mapping` | ordered streams (V6): per-partition offsets and checkpoints, records not yet done, file readers' positions |
 //!
 //! Lifecycle changes (function created, latest updated, version published/deleted, alias set/
 //! deleted, enabled/disabled, function deleted; mapping created, updated, paused, resumed,
@@ -54,11 +57,13 @@
 //! - [`queue`], [`outbox`], [`dedup`], [`dead_letters`]: delivery state (docs/triggers.md)
 //! - [`invocations`], [`logs`], [`stats`]: reading records back
 //! - [`retention`]: bounded history (age, rows, the disk budget), counted drops
+//! - [`stream`]: the durable log of stream mappings, checkpoints, lag (V6)
 //! - [`upload`]: telemetry upload cursors, batches and their acknowledgement (V4)
 //! - [`meta`]: small persistent settings
 //! - [`status`]: counts behind `GET /v1/status` (what the agent holds, what waits to leave)
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
 //! - [`jobs`]: batch jobs and their tasks (V5); a task's result commits with its invocation
+//! - [`flows`]: flow definitions and durable flow runs (V7, docs/flows.md)
 
 pub mod alias;
 pub mod cloud;
@@ -67,6 +72,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod dedup;
 pub mod error;
+pub mod flows;
 pub mod functions;
 pub mod invocations;
 pub mod jobs;
@@ -85,24 +91,27 @@ pub mod resolve;
 pub mod retention;
 pub mod stats;
 pub mod status;
+pub mod stream;
 pub mod upload;
 pub mod versions;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use commit::CommitSummary;
 pub use db::{Store, StoreOptions, Synchronous, DEFAULT_OUTBOX_MAX_ROWS};
 pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use error::{Result, StoreError};
+pub use flows::{FlowInfo, FlowRun};
 pub use functions::{DeletedFunction, FunctionDetail, FunctionSummary, Origin, Updated};
 pub use invocations::InvocationFilter;
 pub use jobs::{Job, JobState, NewJob, TaskInput, TaskOutcome, TaskUpdate};
 pub use kv::{KvUsage, KvWrite};
 pub use logs::LogFilter;
 pub use mappings::{
-    parse_cron, Destination, Mapping, MappingPatch, MappingToggled, Missed, NewMapping, Source,
+    parse_cron, Batching, Destination, FileFormat, Mapping, MappingPatch, MappingToggled, Missed,
+    NewMapping, PartitionKey, Source, DEFAULT_BATCH_SIZE,
 };
 pub use modules::sha256_hex;
 pub use outbox::{OutboxMessage, OutboxRow};

@@ -277,6 +277,8 @@ pub struct CommitExtra {
     pub dead_letter: Option<DeadLetter>,
     /// The batch-job task this attempt belongs to: its state and result (see [`super::jobs`]).
     pub job_task: Option<TaskUpdate>,
+    /// The stream partition checkpoint this commit moves (a stream batch's outcome).
+    pub stream_checkpoint: Option<super::stream::StreamCheckpoint>,
 }
 
 impl CommitExtra {
@@ -288,6 +290,7 @@ impl CommitExtra {
             && self.dequeue.is_none()
             && self.dead_letter.is_none()
             && self.job_task.is_none()
+            && self.stream_checkpoint.is_none()
     }
 }
 

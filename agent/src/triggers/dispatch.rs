@@ -10,6 +10,8 @@ use crate::store::{
 };
 use std::time::Duration;
 
+use crate::store::mappings::FLOW_TARGET;
+
 /// Destinations chain at most this deep (`function:` destinations invoking each other).
 pub const MAX_DEPTH: u32 = 8;
 
@@ -101,6 +103,12 @@ impl Dispatcher {
         event: OwnedEvent,
         carry: Carry,
     ) -> Result<Invoked, InvokeError> {
+        if route.function.starts_with(FLOW_TARGET) {
+            return match self.deliver_flow(route, event, carry).await {
+                Delivered::Success { invoked, .. } => Ok(invoked),
+                Delivered::Failed { error, .. } => Err(InvokeError::Invalid(error)),
+            };
+        }
         let req = self.request(route, event.clone())?;
         let (r, e) = (route.clone(), event);
         self.daemon
@@ -110,6 +118,9 @@ impl Dispatcher {
 
     /// Async delivery: attempts with backoff until success or `retries` are used up.
     pub async fn deliver(&self, route: &Route, event: OwnedEvent, carry: Carry) -> Delivered {
+        if route.function.starts_with(FLOW_TARGET) {
+            return self.deliver_flow(route, event, carry).await;
+        }
         self.deliver_from(route, event, carry, 1, String::new())
             .await
     }
@@ -128,6 +139,10 @@ impl Dispatcher {
         let mut batch = Vec::new();
         let mut sent = Vec::new();
         for (route, mut event, carry, done) in items {
+            if route.function.starts_with(FLOW_TARGET) {
+                let _ = done.send(self.deliver_flow(&route, event, carry).await);
+                continue;
+            }
             event.attempt = 1;
             match self.request(&route, event.clone()) {
                 Ok(req) => {
@@ -268,6 +283,30 @@ impl Dispatcher {
         }
     }
 
+    /// A `flow:NAME` route: the event starts a run of the flow (docs/flows.md), stored with
+    /// the carried marks in one transaction; the run goes on in the flow engine. An unknown or
+    /// disabled flow fails the event like a disabled function (on_failure or dead letter).
+    async fn deliver_flow(&self, route: &Route, event: OwnedEvent, carry: Carry) -> Delivered {
+        let flow = &route.function[FLOW_TARGET.len()..];
+        let extra = CommitExtra {
+            dedup_mark: carry.dedup_mark.clone(),
+            dequeue: carry.dequeue,
+            ..CommitExtra::default()
+        };
+        let trigger = route
+            .mapping_id
+            .as_ref()
+            .map_or_else(|| "event".to_string(), |m| format!("mapping:{m}"));
+        let input = crate::flows::value_from_bytes(&event.data);
+        match crate::flows::start(&self.daemon, flow, input, &trigger, extra).await {
+            Ok(run) => Delivered::Success {
+                invoked: crate::flows::engine::started_invocation(&route.function, &run.id),
+                attempts: 1,
+            },
+            Err(e) => self.refuse(route, &event, &carry, 0, e.to_string()).await,
+        }
+    }
+
     fn request(&self, route: &Route, event: OwnedEvent) -> Result<InvokeRequest, InvokeError> {
         Ok(InvokeRequest {
             function: route.function.clone(),
@@ -351,7 +390,7 @@ fn final_extra(
     extra
 }
 
-fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra {
+pub(crate) fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra {
     let mut extra = CommitExtra::default();
     if let Some(reply) = &carry.reply {
         extra.outbox.push(OutboxMessage::new(
@@ -413,7 +452,7 @@ fn success_extra(route: &Route, inv: &Invocation, carry: &Carry) -> CommitExtra 
     extra
 }
 
-fn failure_extra(
+pub(crate) fn failure_extra(
     route: &Route,
     event: &OwnedEvent,
     carry: &Carry,

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod http;
 pub mod mqtt;
 pub mod schedule;
+pub mod stream;
 
 pub use dispatch::{Carry, Delivered, Dispatcher, Route};
 
@@ -54,6 +55,14 @@ impl Triggers {
         let mut tasks = vec![tokio::spawn(watch_mappings(daemon.clone(), tx))];
         tasks.push(tokio::spawn(schedules(dispatcher.clone(), rx.clone())));
         tasks.push(tokio::spawn(queue_worker(dispatcher.clone(), rx.clone())));
+        let hub = stream::Hub::default();
+        let (appender, task) = stream::Appender::start(daemon.store().clone(), hub.clone());
+        tasks.push(task);
+        tasks.push(tokio::spawn(stream::supervise(
+            dispatcher.clone(),
+            hub,
+            rx.clone(),
+        )));
         #[cfg(not(feature = "http-trigger"))]
         if config.http.is_some() {
             eprintln!("edgefn-agent: this build has no HTTP trigger (feature `http-trigger`)");
@@ -69,7 +78,9 @@ impl Triggers {
         }
         if let Some(cfg) = config.mqtt {
             tasks.push(tokio::spawn(
-                mqtt::Link::new(cfg, dispatcher.clone(), rx.clone()).run(),
+                mqtt::Link::new(cfg, dispatcher.clone(), rx.clone())
+                    .with_streams(appender)
+                    .run(),
             ));
         }
         Triggers { tasks }

@@ -32,6 +32,8 @@ pub struct Link {
     /// kept up to date here): their messages go straight to the dispatcher. A paused mapping's
     /// messages, and those of a mapping with events still queued, go to its queue.
     known_empty: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Appends the messages of stream mappings to their log (acked once committed).
+    streams: Option<crate::triggers::stream::Appender>,
 }
 
 /// The QoS 1/2 packet ids being processed. After a reconnect the broker redelivers (`dup`) a
@@ -214,7 +216,14 @@ impl Link {
             session,
             in_progress: InProgress::default(),
             known_empty: Default::default(),
+            streams: None,
         }
+    }
+
+    /// Feeds the stream mappings' messages to `appender`.
+    pub fn with_streams(mut self, appender: crate::triggers::stream::Appender) -> Link {
+        self.streams = Some(appender);
+        self
     }
 
     fn store(&self) -> &Store {
@@ -340,6 +349,10 @@ impl Link {
     async fn sync_subscriptions(&self, client: &Client, subscribed: &mut BTreeMap<String, u8>) {
         let mut want: BTreeMap<String, u8> = BTreeMap::new();
         for m in self.mappings.borrow().iter() {
+            if let (Source::StreamMqtt { filter, .. }, Some(_)) = (&m.source, &self.streams) {
+                let q = want.entry(filter.clone()).or_insert(0);
+                *q = (*q).max(1);
+            }
             if let Source::Mqtt {
                 filter,
                 qos,
@@ -393,6 +406,37 @@ impl Link {
             .cloned()
             .collect();
         let ticket = (m.qos > 0).then(|| acks.arrive());
+        // Stream mappings: appended to their log in arrival order (handed over now, before
+        // any later message), the ack waiting for the commit.
+        let mut appended = Vec::new();
+        if let Some(appender) = &self.streams {
+            for mp in self.mappings.borrow().iter() {
+                if let Source::StreamMqtt {
+                    filter,
+                    partition_key,
+                    ..
+                } = &mp.source
+                {
+                    if !topic::matches(filter, &m.topic) {
+                        continue;
+                    }
+                    let record = crate::store::stream::NewRecord {
+                        partition: partition_key.extract(&m.topic, &m.payload),
+                        subject: m.topic.clone(),
+                        time_ms: crate::runtime::now_ms() as i64,
+                        payload: m.payload.to_vec(),
+                    };
+                    appended.push(
+                        appender.submit(crate::store::stream::Append {
+                            mapping: mp.id.clone(),
+                            records: vec![record],
+                            mark: (m.qos > 0)
+                                .then(|| (format!("{}|{}", self.session, mp.id), m.pkid, m.dup)),
+                        }),
+                    );
+                }
+            }
+        }
         let claim = (m.qos > 0).then(|| self.in_progress.claim(m.pkid));
         // Messages that may go to a mapping's queue take turns in arrival order (each message's
         // task runs on its own, so their queue commits raced and a paused mapping's queue came
@@ -532,6 +576,11 @@ impl Link {
                 if !ended {
                     // The link is shutting down: leave the message unacknowledged.
                     return;
+                }
+            }
+            for committed in appended {
+                if committed.await.is_err() {
+                    return; // shutting down: unacknowledged, redelivered
                 }
             }
             if let Some(t) = ticket {

@@ -1,0 +1,19 @@
+//! Flows (workflows) on the agent (docs/flows.md): declarative definitions whose steps invoke
+//! functions in sequence, in parallel (joined back) or by choice on a result, run durably.
+//!
+//! - [`definition`]: the TOML/JSON definition and its validation (errors name step and field)
+//! - [`run`]: a run as a plain state machine (entered steps, results, joins, retries, the end)
+//! - [`engine`]: the actor driving runs through the daemon's invocation path, storing each
+//!   run's state after every step, so runs continue after a restart
+//!
+//! The store keeps definitions and runs (`store/flows.rs`); the admin API (`api/flows.rs`) and
+//! the CLI (`cli/flow.rs`) manage them; a mapping whose function is `flow:NAME` starts a run per
+//! event (`triggers/dispatch.rs`).
+
+pub mod definition;
+pub mod engine;
+pub mod run;
+
+pub use definition::FlowDef;
+pub use engine::{start, value_from_bytes, wake};
+pub use run::{RunState, RunStatus};
