@@ -149,6 +149,14 @@ impl Store {
                     ))
                     .or_default()
                     .add_record(record);
+                // A batch-job attempt whose task already ended (another run finished it): its
+                // record and logs stay, its kv writes and delivery effects do not apply twice.
+                if let Some(task) = &item.extra.job_task {
+                    if !jobs::task_pending(tx, &task.job, task.index)? {
+                        summary.kv_writes_discarded += item.kv_writes.len();
+                        continue;
+                    }
+                }
                 if !item.kv_writes.is_empty() {
                     let exists = match function_exists.get(record.function.as_str()) {
                         Some(exists) => *exists,

@@ -293,6 +293,17 @@ fn set_state(tx: &Transaction<'_>, job: &Job, state: JobState, text: &str) -> Re
 /// Applies what an attempt of a task commits, in the caller's transaction (the one that commits
 /// the attempt's invocation record). A task that is no longer pending (or a job deleted
 /// meanwhile) is left alone. Returns whether the task changed.
+/// Whether task `index` of `job` still waits for an attempt to end it. An attempt committed
+/// after its task ended (a second run of a finished task) must not add its kv writes or
+/// publishes a second time: [`super::commit`] checks this first.
+pub(crate) fn task_pending(tx: &Transaction<'_>, job: &str, index: u64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM job_tasks WHERE job = ?1 AND idx = ?2 AND state = 'pending'",
+        )?
+        .exists(params![job, index])?)
+}
+
 pub(crate) fn apply_update(tx: &Transaction<'_>, u: &TaskUpdate) -> Result<bool> {
     let now = now_ms();
     let changed = match &u.outcome {
@@ -615,7 +626,7 @@ mod tests {
     use super::*;
     use crate::store::records::{CommitExtra, Outcome};
     use crate::store::test_support::{outcome, record, temp_store};
-    use crate::store::Origin;
+    use crate::store::{KvWrite, Origin};
 
     fn new_job(n: usize) -> NewJob {
         NewJob {
@@ -784,6 +795,35 @@ mod tests {
         assert!(store.commit(&[bad]).is_err());
         let job = store.job(&job.id).unwrap();
         assert_eq!((job.pending, job.succeeded), (1, 0));
+    }
+
+    #[test]
+    fn a_second_run_of_a_finished_task_adds_no_effects() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        let job = store.create_job(&new_job(1)).unwrap();
+        let run = |id: &str, value: &[u8]| {
+            let mut o = outcome(record("f", id, Outcome::Success));
+            o.kv_writes = vec![KvWrite::set(&b"k"[..], value)];
+            o.extra.job_task = Some(attempt(
+                &job.id,
+                0,
+                1,
+                TaskOutcome::Succeeded {
+                    result: value.to_vec(),
+                },
+            ));
+            o
+        };
+        store.commit(&[run("first", b"1")]).unwrap();
+        // Another run of the same task (a retry after a commit whose outcome was unknown):
+        // recorded, but its kv write and its result do not count.
+        let summary = store.commit(&[run("second", b"2")]).unwrap();
+        assert_eq!((summary.committed, summary.kv_writes_applied), (1, 0));
+        assert_eq!(store.kv_get("f", b"k").unwrap().as_deref(), Some(&b"1"[..]));
+        let results = store.job_results(&job.id, 0, 10).unwrap();
+        assert_eq!(results[0].result.as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.job(&job.id).unwrap().succeeded, 1);
     }
 
     #[test]

@@ -18,7 +18,10 @@ fn module(name: &str) -> std::path::PathBuf {
 /// An agent with `misbehave` and `echo`, each allowed `concurrency` instances at once.
 fn agent(tag: &str, concurrency: u32) -> Agent {
     let a = Agent::start(tag);
-    let spec = format!("max_concurrency = {concurrency}\n");
+    // misbehave's `count KEY MS` spins for MS milliseconds of wall time: on an idle fast machine
+    // 150 ms of spinning burns more than the default 100 M fuel, so the budget is raised (the
+    // spin, not fuel, is what these tests time).
+    let spec = format!("max_concurrency = {concurrency}\n[limits]\nfuel = 20000000000\n");
     a.create("misbehave", &module("misbehave"), Some(spec.as_str()));
     a.create("echo", &module("echo"), Some(spec.as_str()));
     a
