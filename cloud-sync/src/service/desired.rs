@@ -139,7 +139,7 @@ fn stored(tx: &mut dyn Tx, device: &str) -> Result<Stored> {
 fn snapshot(tx: &mut dyn Tx, device: &str) -> Result<Snapshot> {
     let (functions, mappings) = overlay(tx, device)?;
     let keys = signing::listed_certs(tx)?;
-    let (key_id, _) = signing::active_key(tx)?;
+    let key_id = signing::active_key_id(tx)?;
     let hash_input = serde_json::to_vec(&(&functions, &mappings, &keys, &key_id)).unwrap();
     Ok(Snapshot {
         content_hash: sha256_hex(&hash_input),

@@ -40,6 +40,14 @@ pub(crate) fn active_key(tx: &mut dyn Tx) -> Result<(String, SigningKey)> {
     Ok((r.text(0)?, key))
 }
 
+/// The active signing key's id, without reading its secret (what a document's content hash
+/// covers; only signing needs the key itself).
+pub(crate) fn active_key_id(tx: &mut dyn Tx) -> Result<String> {
+    tx.query_opt("SELECT id FROM signing_keys WHERE state = 'active'", &[])?
+        .ok_or_else(|| StoreError::Db("no active signing key (run `edgefn-cloud init`)".into()))?
+        .text(0)
+}
+
 /// Certificates of the keys documents list (active and retiring), newest first.
 pub(crate) fn listed_certs(tx: &mut dyn Tx) -> Result<Vec<Signed<KeyCert>>> {
     tx.query(
