@@ -82,6 +82,12 @@ struct Flow {
     revision: u32,
     updated_ms: i64,
     running: u64,
+    /// Partial AND matches of its trigger waiting for more sources.
+    #[serde(default)]
+    partials: u64,
+    /// Partial matches dropped at the end of their window.
+    #[serde(default)]
+    partials_expired: u64,
 }
 
 /// FlowRun, as docs/agent-api.md defines it.
@@ -372,13 +378,18 @@ fn toggle(opts: &AgentOpts, name: &str, verb: &str) -> anyhow::Result<ExitCode> 
 }
 
 fn render_flow(f: &Flow) -> String {
-    let mut out = output::fields(&[
+    let mut pairs = vec![
         ("name", f.name.clone()),
         ("enabled", output::yes_no(f.enabled).to_string()),
         ("revision", f.revision.to_string()),
         ("running", f.running.to_string()),
         ("updated", time_ms(f.updated_ms.max(0) as u64)),
-    ]);
+    ];
+    if !f.definition["trigger"].is_null() {
+        pairs.push(("partial matches", f.partials.to_string()));
+        pairs.push(("expired matches", f.partials_expired.to_string()));
+    }
+    let mut out = output::fields(&pairs);
     out.push_str("\ndefinition (JSON):\n");
     out.push_str(&serde_json::to_string_pretty(&f.definition).unwrap_or_default());
     out.push('\n');
