@@ -96,6 +96,19 @@ pub fn mappings(flows: &[FlowInfo]) -> Vec<Mapping> {
     out
 }
 
+/// The HTTP paths of a definition's sources (trigger, then wait events), for uniqueness checks.
+pub fn http_paths(def: &super::FlowDef) -> Vec<&str> {
+    let trigger = def.trigger.iter().flat_map(|t| t.sources().0.iter());
+    let waits = def
+        .steps
+        .iter()
+        .flat_map(|s| s.wait.iter().flat_map(|w| w.events.iter()));
+    trigger
+        .chain(waits)
+        .filter_map(|s| s.http.as_deref())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

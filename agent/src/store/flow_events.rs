@@ -457,6 +457,44 @@ mod tests {
     }
 
     #[test]
+    fn http_paths_are_one_target_each() {
+        let (_dir, store) = temp_store();
+        store.create_function("f", b"m", "", Origin::Local).unwrap();
+        store
+            .create_mapping(&crate::store::NewMapping::new(
+                "f",
+                crate::store::Source::Http { path: "/h".into() },
+            ))
+            .unwrap();
+        let def = |path: &str| {
+            FlowDef::parse(&format!(
+                "[trigger]\nany = [{{ http = \"{path}\" }}]\n[[steps]]\nname = \"s\"\nfunction = \"f\"\n"
+            ))
+            .unwrap()
+        };
+        let e = store.create_flow("a", &def("/h")).unwrap_err().to_string();
+        assert!(
+            e.contains("HTTP path \"/h\" is already taken by mapping m-"),
+            "{e}"
+        );
+        store.create_flow("a", &def("/g")).unwrap();
+        let e = store.create_flow("b", &def("/g")).unwrap_err().to_string();
+        assert!(e.contains("taken by flow a"), "{e}");
+        store.update_flow("a", &def("/g")).unwrap();
+        let e = store
+            .create_mapping(&crate::store::NewMapping::new(
+                "f",
+                crate::store::Source::Http { path: "/g".into() },
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("taken by the trigger or a wait step of flow a"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn partials_expire_at_the_end_of_their_window() {
         let (_dir, store) = temp_store();
         store.create_function("f", b"m", "", Origin::Local).unwrap();

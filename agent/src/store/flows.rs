@@ -100,6 +100,7 @@ fn validate(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
     }
     def.validate()
         .map_err(|e| StoreError::InvalidFlow(e.to_string()))?;
+    check_http_paths(tx, name, def)?;
     for s in &def.steps {
         if let Some(f) = &s.function {
             let function = f.split_once(':').map_or(f.as_str(), |(n, _)| n);
@@ -112,6 +113,63 @@ fn validate(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The HTTP paths of `def`'s sources must be free: not twice in it, not a mapping's, not
+/// another flow's (the HTTP trigger routes a path to one target).
+fn check_http_paths(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
+    let paths = crate::flows::sources::http_paths(def);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let taken = |path: &str, by: String| {
+        Err(StoreError::InvalidFlow(format!(
+            "invalid flow: HTTP path {path:?} is already taken by {by}"
+        )))
+    };
+    for (i, path) in paths.iter().enumerate() {
+        if paths[..i].contains(path) {
+            return taken(path, "another source of this flow".into());
+        }
+        let mapping: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM mappings
+                  WHERE source_kind = 'http' AND json_extract(source, '$.path') = ?1",
+            )?
+            .query_row([path], |r| r.get(0))
+            .optional()?;
+        if let Some(m) = mapping {
+            return taken(path, format!("mapping {m}"));
+        }
+    }
+    for path in &paths {
+        if let Some(other) = flow_using_http_path(tx, path, Some(name))? {
+            return taken(path, format!("flow {other}"));
+        }
+    }
+    Ok(())
+}
+
+/// The flow (other than `except`) one of whose sources is `POST path`, if any.
+pub(crate) fn flow_using_http_path(
+    tx: &Transaction<'_>,
+    path: &str,
+    except: Option<&str>,
+) -> Result<Option<String>> {
+    let flows: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT name, definition FROM flows WHERE (?1 IS NULL OR name <> ?1)
+                AND definition LIKE '%\"http\"%'",
+        )?
+        .query_map([except], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, text) in flows {
+        let Ok(d) = parse_def(&text) else { continue };
+        if crate::flows::sources::http_paths(&d).contains(&path) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<(FlowInfo, String)> {

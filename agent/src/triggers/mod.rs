@@ -88,8 +88,8 @@ impl Triggers {
     }
 }
 
-/// The stored mappings, then the flows' event sources as mappings (`flows/sources.rs`; after
-/// the stored ones, so a stored mapping's HTTP path wins over a flow's).
+/// The stored mappings, then the flows' event sources as mappings (`flows/sources.rs`; the
+/// store keeps their HTTP paths apart from the mappings').
 async fn load(daemon: &Daemon) -> Option<Vec<Mapping>> {
     let store = daemon.store().clone();
     let loaded = tokio::task::spawn_blocking(move || {
