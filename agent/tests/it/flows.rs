@@ -773,6 +773,27 @@ function = "a"
         .collect();
     keys.sort();
     assert_eq!(keys, ["dev0", "dev1", "dev2"]);
+
+    // A schedule source; disabling the flow stops it.
+    flow(
+        &a,
+        "ticks",
+        "[trigger]\nany = [{ every = \"300ms\", name = \"tick\" }]\n\
+         [[steps]]\nname = \"s\"\nfunction = \"a\"\n",
+    );
+    let runs = a.poll("two scheduled runs", WAIT, || {
+        let r = runs_of(&a, "ticks");
+        (r.len() >= 2).then_some(r)
+    });
+    let ev = &runs[0]["state"]["input"]["events"][0];
+    assert_eq!(ev["source"], "schedule", "{ev:#}");
+    assert_eq!(ev["name"], "tick");
+    assert_eq!(ev["subject"], "trigger:ticks:0");
+    a.cli(&["flow", "disable", "ticks"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = runs_of(&a, "ticks").len();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(runs_of(&a, "ticks").len(), stopped, "no runs once disabled");
 }
 
 #[test]
