@@ -971,3 +971,87 @@ fn a_wait_step_takes_its_timeout_branch_when_no_event_comes() {
     );
     assert!(count_logs(&a, "flow:hurry", "timed out") >= 1);
 }
+
+/// 300 keys: each key's first source committed, then the second sources' QoS 1 messages with
+/// the agent killed (SIGKILL) mid-burst and restarted on the same session. Every key joins
+/// exactly once: 300 runs, one per key, and no partial match left over (a message counted twice
+/// would start a second partial match or a second run).
+#[test]
+fn and_joins_are_exactly_once_across_kill_9() {
+    const N: usize = 300;
+    let p = prefix("andonce");
+    let mut a = Agent::start_with("flows-and-once", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a"], "");
+    flow(
+        &a,
+        "once",
+        &format!(
+            r#"
+[trigger]
+all = [{{ mqtt = "{p}/x/+" }}, {{ mqtt = "{p}/y/+" }}]
+key = "/k"
+window = "10m"
+[[steps]]
+name = "s"
+function = "a"
+"#
+        ),
+    );
+    let partials = |a: &Agent| {
+        a.http().get("/v1/flows/once").json()["partials"]
+            .as_u64()
+            .unwrap()
+    };
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/x/1"),
+        r#"{"k": "warm"}"#,
+        "the subscription",
+        || (partials(&a) == 1).then_some(()),
+    );
+    for i in 0..N {
+        mqtt.publish(
+            &format!("{p}/x/1"),
+            &format!(r#"{{"k": "k{i}", "i": {i}}}"#),
+        );
+    }
+    a.poll("every first half stored", WAIT, || {
+        (partials(&a) == N as u64 + 1).then_some(())
+    });
+    for i in 0..N {
+        mqtt.publish(&format!("{p}/y/2"), &format!(r#"{{"k": "k{i}"}}"#));
+    }
+    let at_kill = a.poll("some joins", WAIT, || {
+        let n = partials(&a);
+        (n <= N as u64 - 30).then_some(n)
+    });
+    a.kill9();
+    eprintln!("killed with {at_kill} partial matches left of {}", N + 1);
+    assert!(at_kill > 1, "killed too late: every key had joined");
+    a.restart();
+    a.poll("every key joined", Duration::from_secs(120), || {
+        (partials(&a) == 1).then_some(())
+    });
+    let runs = a.poll("a run per key", WAIT, || {
+        let r = a
+            .cli(&["flow", "runs", "once", "--limit", "1000", "--json"])
+            .json();
+        let r = r.as_array().unwrap().clone();
+        (r.len() >= N).then_some(r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(partials(&a), 1, "only the warm-up key is left");
+    let mut keys: Vec<String> = runs
+        .iter()
+        .map(|r| r["state"]["input"]["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        (runs.len(), keys.len()),
+        (N, N),
+        "killed at {at_kill} partials"
+    );
+}
