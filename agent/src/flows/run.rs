@@ -960,6 +960,46 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_in_a_parallel_branch_holds_the_join_until_its_event() {
+        let d = def(r#"
+            [[steps]]
+            name = "fan"
+            parallel = ["work", "await"]
+            join = "object"
+            [[steps]]
+            name = "work"
+            function = "f"
+            [[steps]]
+            name = "await"
+            wait = { timeout = "1m", events = [{ mqtt = "go" }] }
+        "#);
+        let mut s = RunState::start(&d, json!(1), 0);
+        assert!(!s.only_waiting(), "the function branch is ready");
+        assert_eq!(drive(&d, &mut s, tag), ["work"]);
+        assert!(s.only_waiting());
+        assert_eq!(s.waits["await"].key, None);
+        let ev = json!({ "index": 0, "data": "go" });
+        // No `next` on the event or the step: the branch ends with the event.
+        assert_eq!(
+            s.wait_ended(
+                &d,
+                "await",
+                WaitOutcome::Event {
+                    index: 0,
+                    event: ev.clone()
+                },
+                2
+            ),
+            None
+        );
+        assert_eq!(s.status, RunStatus::Succeeded);
+        assert_eq!(
+            s.output,
+            Some(json!({ "work": { "tag": "work", "in": 1 }, "await": ev }))
+        );
+    }
+
+    #[test]
     fn a_wait_without_its_key_in_the_input_fails_the_step() {
         let d = def(WAITING);
         let mut s = RunState::start(&d, json!({ "other": 1 }), 0);

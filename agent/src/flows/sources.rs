@@ -49,12 +49,13 @@ impl SourceRef {
     }
 }
 
-/// The mappings of the sources of enabled `flows` (in the order: trigger sources, then wait
-/// steps' events, by step). A source that does not convert (it was validated when stored, so
-/// this does not happen) is left out.
+/// The mappings of the sources of `flows`: trigger sources of enabled flows (a disabled flow
+/// starts no runs), then wait steps' events of every flow (its running runs go on), by step.
+/// A source that does not convert (it was validated when stored, so this does not happen) is
+/// left out.
 pub fn mappings(flows: &[FlowInfo]) -> Vec<Mapping> {
     let mut out = Vec::new();
-    for f in flows.iter().filter(|f| f.enabled) {
+    for f in flows {
         let mut add = |r: SourceRef, s: &super::trigger::SourceDef| {
             let Ok(source) = s.source() else { return };
             let id = r.mapping_id();
@@ -73,7 +74,7 @@ pub fn mappings(flows: &[FlowInfo]) -> Vec<Mapping> {
                 updated_ms: f.updated_ms,
             });
         };
-        if let Some(t) = &f.definition.trigger {
+        if let Some(t) = f.definition.trigger.as_ref().filter(|_| f.enabled) {
             for (index, s) in t.sources().0.iter().enumerate() {
                 let r = SourceRef::Trigger {
                     flow: f.name.clone(),

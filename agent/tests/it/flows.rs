@@ -926,7 +926,9 @@ fn a_wait_step_takes_the_branch_of_the_event_that_came_and_survives_a_restart() 
     assert!(r2["state"]["waits"]["await"].is_object());
     assert_eq!(count_logs(&a, "refund", "flow-step refund ran"), 1);
 
-    // The waiting run survives kill -9, and the event after the restart resumes it.
+    // The waiting run survives kill -9, and the event after the restart resumes it (a disabled
+    // flow starts no runs, but its running runs go on).
+    a.cli(&["flow", "disable", "order"]).ok();
     a.kill9();
     a.restart();
     assert_eq!(run_json(&a, &two)["status"], "running");
