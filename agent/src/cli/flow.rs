@@ -110,6 +110,16 @@ struct State {
     #[serde(default)]
     error: Option<String>,
     steps: BTreeMap<String, Step>,
+    /// Wait steps waiting for their event.
+    #[serde(default)]
+    waits: BTreeMap<String, Wait>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wait {
+    #[serde(default)]
+    key: Option<String>,
+    deadline_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,7 +435,20 @@ fn render_run(r: &Run) -> String {
     ])
     .right(&[2]);
     for (name, s) in steps {
+        let waiting = r.state.waits.get(name.as_str());
         let what = match (&s.error, &s.result, &s.chose) {
+            _ if waiting.is_some() && s.status == "running" => {
+                let w = waiting.expect("checked");
+                let key = w
+                    .key
+                    .as_deref()
+                    .map(|k| format!(" with key {k}"))
+                    .unwrap_or_default();
+                format!(
+                    "waiting for an event{key} until {}",
+                    time_ms(w.deadline_ms.max(0) as u64)
+                )
+            }
             (_, _, Some(c)) => format!("chose {c}"),
             (Some(e), _, _) if s.status != "succeeded" => e.clone(),
             (_, Some(v), _) => cut(&v.to_string(), 60),

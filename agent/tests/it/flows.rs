@@ -924,6 +924,11 @@ fn a_wait_step_takes_the_branch_of_the_event_that_came_and_survives_a_restart() 
     let r2 = run_json(&a, &two);
     assert_eq!(r2["status"], "running", "{r2:#}");
     assert!(r2["state"]["waits"]["await"].is_object());
+    let table = a.cli(&["flow", "run", &two]).ok();
+    assert!(
+        table.contains("waiting for an event with key o2 until"),
+        "{table}"
+    );
     assert_eq!(count_logs(&a, "refund", "flow-step refund ran"), 1);
 
     // The waiting run survives kill -9, and the event after the restart resumes it (a disabled
