@@ -11,7 +11,9 @@
 //! baseline, the `counter` example (one kv write per message) on a plain `--mqtt` mapping of
 //! the same number of messages. One publisher (rumqttc, QoS 1) sends `{"seq":N}` round robin to
 //! the P partition topics, keeping at most `WINDOW` messages ahead of what the agent committed
-//! (Mosquitto drops QoS 1 messages beyond `max_queued_messages` = 1000 for a slow subscriber).
+//! (Mosquitto drops new QoS 1 messages for a subscriber with more than `max_queued_messages` =
+//! 1000, plus its receive maximum, unacknowledged; the agent acks as soon as it committed).
+//! `EDGEFN_BENCH_MQTT` (host:port, default 127.0.0.1:1883) picks the broker.
 //!
 //! Phases per round, for P in 1, 2, 4, 8:
 //! - **end to end**: publish N records, time from the first publish until every record's batch
