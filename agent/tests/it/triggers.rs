@@ -737,11 +737,12 @@ fn broker_restart_mid_stream_loses_nothing() {
 /// dropped"). The link used to stop sending acks while it waited for room for the next message,
 /// so acks fell hundreds of messages behind the commits, and a publisher keeping 800 messages
 /// ahead of what was committed lost about a quarter of 2,000 (the streams benchmark's stall).
-/// The publisher here does just that, on a private broker with the default limits.
+/// The publisher here keeps 700 ahead, on a private broker with the default limits (without the
+/// fix: 1,524 of 2,000 arrived).
 #[test]
 fn a_qos1_backlog_is_acknowledged_as_it_commits() {
     const N: u64 = 2_000;
-    const AHEAD: u64 = 800;
+    const AHEAD: u64 = 700;
     let broker = Broker::start_with("backlog", |_, _| "log_type all\n".into());
     let prefix = unique("backlog");
     let a = agent_on("trig-backlog", broker.port);
