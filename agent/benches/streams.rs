@@ -11,7 +11,9 @@
 //! baseline, the `counter` example (one kv write per message) on a plain `--mqtt` mapping of
 //! the same number of messages. One publisher (rumqttc, QoS 1) sends `{"seq":N}` round robin to
 //! the P partition topics, keeping at most `WINDOW` messages ahead of what the agent committed
-//! (Mosquitto drops QoS 1 messages beyond `max_queued_messages` = 1000 for a slow subscriber).
+//! (Mosquitto drops new QoS 1 messages for a subscriber with more than `max_queued_messages` =
+//! 1000, plus its receive maximum, unacknowledged; the agent acks as soon as it committed).
+//! `EDGEFN_BENCH_MQTT` (host:port, default 127.0.0.1:1883) picks the broker.
 //!
 //! Phases per round, for P in 1, 2, 4, 8:
 //! - **end to end**: publish N records, time from the first publish until every record's batch
@@ -41,6 +43,16 @@ const PARTITIONS: [usize; 4] = [1, 2, 4, 8];
 
 fn main() {
     let pid = std::process::id();
+    let broker = std::env::var("EDGEFN_BENCH_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
+    let (host, port) = broker
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            (
+                h.to_string(),
+                p.parse::<u16>().expect("EDGEFN_BENCH_MQTT port"),
+            )
+        })
+        .expect("EDGEFN_BENCH_MQTT is host:port");
     let rounds: usize = env_num("EDGEFN_BENCH_ROUNDS", 3);
     let n: u64 = env_num("EDGEFN_BENCH_RECORDS", 20_000);
     eprintln!("building the example functions (examples/, wasm32)...");
@@ -48,7 +60,12 @@ fn main() {
     let counter = support::example_path("counter");
     let dir = support::TempDir::new("streams-bench");
     let bin = agent_binary(dir.path());
-    let mut agent = Agent::start(&bin, dir.path(), &format!("edgefn-bench-streams-{pid}"));
+    let mut agent = Agent::start(
+        &bin,
+        dir.path(),
+        &format!("edgefn-bench-streams-{pid}"),
+        &broker,
+    );
     let spec = dir.path().join("spec.toml");
     std::fs::write(&spec, "max_queue = 1024\nmax_concurrency = 8\n").unwrap();
     // `audit` may run one instance per partition at once; `counter` keeps the default (one at
@@ -74,7 +91,7 @@ fn main() {
         base_spec.to_str().unwrap(),
     ]);
     let store = Store::open(dir.path().join("agent.db")).expect("the agent's store");
-    let publisher = Publisher::connect(&format!("edgefn-bench-streams-pub-{pid}"));
+    let publisher = Publisher::connect(&format!("edgefn-bench-streams-pub-{pid}"), &host, port);
     // The baseline's mapping stays; each stream phase gets its own mapping (fresh partitions).
     let base_topic = format!("bench/b/{pid}/in");
     agent.cli(&[
@@ -231,8 +248,8 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(id: &str) -> Publisher {
-        let mut o = MqttOptions::new(id, "127.0.0.1", 1883);
+    fn connect(id: &str, host: &str, port: u16) -> Publisher {
+        let mut o = MqttOptions::new(id, host, port);
         o.set_keep_alive(Duration::from_secs(30))
             .set_request_channel_capacity(10_000);
         let (client, mut conn) = Client::new(o, 10_000);
@@ -240,7 +257,8 @@ impl Publisher {
         // agent's store, not from PUBACKs.
         std::thread::spawn(move || {
             for ev in conn.iter() {
-                if ev.is_err() {
+                if let Err(e) = ev {
+                    eprintln!("publisher: MQTT error: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -283,7 +301,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, data_dir: &Path, client_id: &str) -> Agent {
+    fn start(bin: &Path, data_dir: &Path, client_id: &str, broker: &str) -> Agent {
         let config = data_dir.join("agent.toml");
         std::fs::write(&config, format!("[mqtt]\nclient_id = \"{client_id}\"\n")).unwrap();
         let mut child = Command::new(bin)
@@ -297,7 +315,7 @@ impl Agent {
                 "--http",
                 "off",
                 "--mqtt",
-                "mqtt://127.0.0.1:1883",
+                &format!("mqtt://{broker}"),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

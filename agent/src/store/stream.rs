@@ -136,6 +136,15 @@ pub(crate) fn delete_mapping(tx: &Transaction<'_>, mapping: &str) -> Result<u64>
     Ok(dropped as u64)
 }
 
+/// Whether the mapping still exists. An append that reaches the store after its mapping was
+/// deleted (an MQTT message handed to the appender just before the delete, a file reader's last
+/// read) must not write: nothing would ever consume or delete those rows.
+fn mapping_exists(tx: &Transaction<'_>, mapping: &str) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM mappings WHERE id = ?1")?
+        .exists([mapping])?)
+}
+
 fn append_records(tx: &Transaction<'_>, mapping: &str, records: &[NewRecord]) -> Result<()> {
     for r in records {
         let offset: i64 = tx
@@ -184,7 +193,8 @@ fn write_position(tx: &Transaction<'_>, mapping: &str, p: &FilePosition) -> Resu
 
 impl Store {
     /// Appends MQTT messages' records in one transaction, with their dedup marks. Returns, per
-    /// append, whether it was written (`false`: a redelivery already appended).
+    /// append, whether it was written (`false`: a redelivery already appended, or the mapping
+    /// was deleted meanwhile: the message is acknowledged and dropped).
     pub fn stream_append(&self, appends: &[Append]) -> Result<Vec<bool>> {
         if appends.is_empty() {
             return Ok(Vec::new());
@@ -192,7 +202,20 @@ impl Store {
         self.write(|tx| {
             let now = now_ms();
             let mut written = Vec::with_capacity(appends.len());
+            let mut exists: Vec<(&str, bool)> = Vec::new();
             for a in appends {
+                let live = match exists.iter().find(|(m, _)| *m == a.mapping) {
+                    Some((_, live)) => *live,
+                    None => {
+                        let live = mapping_exists(tx, &a.mapping)?;
+                        exists.push((&a.mapping, live));
+                        live
+                    }
+                };
+                if !live {
+                    written.push(false);
+                    continue;
+                }
                 if let Some((session, pkid, dup)) = &a.mark {
                     let marked = *dup
                         && tx
@@ -215,7 +238,8 @@ impl Store {
         })
     }
 
-    /// Appends records read from a file and the reader's new position, in one transaction.
+    /// Appends records read from a file and the reader's new position, in one transaction
+    /// (nothing, once the mapping is deleted).
     pub fn stream_append_file(
         &self,
         mapping: &str,
@@ -223,6 +247,9 @@ impl Store {
         position: &FilePosition,
     ) -> Result<()> {
         self.write(|tx| {
+            if !mapping_exists(tx, mapping)? {
+                return Ok(());
+            }
             append_records(tx, mapping, records)?;
             write_position(tx, mapping, position)
         })
@@ -368,6 +395,31 @@ mod tests {
         }
     }
 
+    /// A store with function `f` and stream mappings named `names`; their ids, in order.
+    fn store_with(names: &[&str]) -> (tempfile::TempDir, Store, Vec<String>) {
+        let (dir, store) = temp_store();
+        store
+            .create_function("f", b"m", "", crate::store::Origin::Local)
+            .unwrap();
+        let ids = names
+            .iter()
+            .map(|n| {
+                let mut new = crate::store::NewMapping::new(
+                    "f",
+                    crate::store::Source::StreamMqtt {
+                        filter: format!("{n}/+"),
+                        partition_key: crate::triggers::stream::PartitionKey::whole_topic(),
+                        batch_size: 10,
+                        batch_window_ms: 0,
+                    },
+                );
+                new.name = Some((*n).into());
+                store.create_mapping(&new).unwrap().id
+            })
+            .collect();
+        (dir, store, ids)
+    }
+
     fn append(store: &Store, mapping: &str, recs: Vec<NewRecord>) {
         let written = store
             .stream_append(&[Append {
@@ -381,22 +433,23 @@ mod tests {
 
     #[test]
     fn offsets_per_partition_checkpoint_and_trim() {
-        let (_dir, store) = temp_store();
+        let (_dir, store, ids) = store_with(&["one"]);
+        let m1 = ids[0].as_str();
         append(
             &store,
-            "m-1",
+            m1,
             vec![rec("a", "1"), rec("b", "1"), rec("a", "2")],
         );
-        append(&store, "m-1", vec![rec("a", "3")]);
-        let a = store.stream_read("m-1", "a", 0, 10).unwrap();
+        append(&store, m1, vec![rec("a", "3")]);
+        let a = store.stream_read(m1, "a", 0, 10).unwrap();
         assert_eq!(
             a.iter()
                 .map(|r| (r.offset, r.payload.clone()))
                 .collect::<Vec<_>>(),
             [(1, b"1".to_vec()), (2, b"2".to_vec()), (3, b"3".to_vec())]
         );
-        assert_eq!(store.stream_read("m-1", "a", 1, 1).unwrap()[0].offset, 2);
-        let pending = store.stream_pending("m-1").unwrap();
+        assert_eq!(store.stream_read(m1, "a", 1, 1).unwrap()[0].offset, 2);
+        let pending = store.stream_pending(m1).unwrap();
         assert_eq!(
             pending,
             [
@@ -415,7 +468,7 @@ mod tests {
         store
             .commit_extra(&CommitExtra {
                 stream_checkpoint: Some(StreamCheckpoint {
-                    mapping: "m-1".into(),
+                    mapping: m1.into(),
                     partition: "a".into(),
                     offset: 2,
                 }),
@@ -423,45 +476,46 @@ mod tests {
             })
             .unwrap();
         // Trimmed behind the checkpoint; the checkpoint never moves back.
-        assert_eq!(store.stream_read("m-1", "a", 0, 10).unwrap().len(), 1);
-        assert_eq!(store.stream_checkpoint("m-1", "a").unwrap(), 2);
+        assert_eq!(store.stream_read(m1, "a", 0, 10).unwrap().len(), 1);
+        assert_eq!(store.stream_checkpoint(m1, "a").unwrap(), 2);
         store
             .commit_extra(&CommitExtra {
                 stream_checkpoint: Some(StreamCheckpoint {
-                    mapping: "m-1".into(),
+                    mapping: m1.into(),
                     partition: "a".into(),
                     offset: 1,
                 }),
                 ..CommitExtra::default()
             })
             .unwrap();
-        assert_eq!(store.stream_checkpoint("m-1", "a").unwrap(), 2);
-        assert_eq!(store.stream_backlog("m-1").unwrap(), 2);
+        assert_eq!(store.stream_checkpoint(m1, "a").unwrap(), 2);
+        assert_eq!(store.stream_backlog(m1).unwrap(), 2);
         // Offsets go on after the log drained.
         store
             .commit_extra(&CommitExtra {
                 stream_checkpoint: Some(StreamCheckpoint {
-                    mapping: "m-1".into(),
+                    mapping: m1.into(),
                     partition: "a".into(),
                     offset: 3,
                 }),
                 ..CommitExtra::default()
             })
             .unwrap();
-        append(&store, "m-1", vec![rec("a", "4")]);
-        assert_eq!(store.stream_read("m-1", "a", 3, 10).unwrap()[0].offset, 4);
+        append(&store, m1, vec![rec("a", "4")]);
+        assert_eq!(store.stream_read(m1, "a", 3, 10).unwrap()[0].offset, 4);
     }
 
     #[test]
     fn a_marked_redelivery_is_not_appended_twice() {
-        let (_dir, store) = temp_store();
+        let (_dir, store, ids) = store_with(&["one"]);
+        let m1 = ids[0].as_str();
         let first = Append {
-            mapping: "m-1".into(),
+            mapping: m1.into(),
             records: vec![rec("a", "x")],
-            mark: Some(("s|m-1".into(), 7, false)),
+            mark: Some((format!("s|{m1}"), 7, false)),
         };
         let redelivery = Append {
-            mark: Some(("s|m-1".into(), 7, true)),
+            mark: Some((format!("s|{m1}"), 7, true)),
             ..first.clone()
         };
         assert_eq!(
@@ -472,13 +526,63 @@ mod tests {
         );
         // A new message (dup = false) reusing the packet id is appended.
         assert_eq!(store.stream_append(&[first]).unwrap(), [true]);
-        assert_eq!(store.stream_read("m-1", "a", 0, 10).unwrap().len(), 2);
+        assert_eq!(store.stream_read(m1, "a", 0, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn appends_after_the_mapping_was_deleted_leave_nothing_behind() {
+        let (_dir, store, ids) = store_with(&["gone", "kept"]);
+        let (gone, kept) = (ids[0].as_str(), ids[1].as_str());
+        append(&store, gone, vec![rec("a", "1")]);
+        store.delete_mapping(gone).unwrap();
+        // A message handed to the appender before the delete commits after it: skipped (and
+        // acknowledged), while the same group's appends to a live mapping are written.
+        let late = |mapping: &str, pkid| Append {
+            mapping: mapping.into(),
+            records: vec![rec("a", "2")],
+            mark: Some((format!("s|{mapping}"), pkid, false)),
+        };
+        assert_eq!(
+            store
+                .stream_append(&[late(gone, 1), late(kept, 2)])
+                .unwrap(),
+            [false, true]
+        );
+        let pos = FilePosition {
+            path: "/tmp/x.jsonl".into(),
+            ..FilePosition::default()
+        };
+        store
+            .stream_append_file(gone, &[rec("", "{}")], &pos)
+            .unwrap();
+        let rows = |table: &str| -> i64 {
+            store
+                .read(|tx| {
+                    Ok(tx.query_row(
+                        &format!("SELECT count(*) FROM {table} WHERE mapping = ?1"),
+                        [gone],
+                        |r| r.get(0),
+                    )?)
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            (
+                rows("stream_log"),
+                rows("stream_partitions"),
+                rows("stream_files")
+            ),
+            (0, 0, 0)
+        );
+        assert!(!store.dedup_is_marked(&format!("s|{gone}"), 1).unwrap());
+        assert_eq!(store.stream_backlog(kept).unwrap(), 1);
     }
 
     #[test]
     fn file_positions_commit_with_their_records() {
-        let (_dir, store) = temp_store();
-        assert_eq!(store.stream_file_position("m-f").unwrap(), None);
+        let (_dir, store, ids) = store_with(&["file"]);
+        let mf = ids[0].as_str();
+        assert_eq!(store.stream_file_position(mf).unwrap(), None);
         let pos = FilePosition {
             path: "/tmp/x.csv".into(),
             file_id: "1:2".into(),
@@ -488,14 +592,14 @@ mod tests {
             finished: false,
         };
         store
-            .stream_append_file("m-f", &[rec("", "{}"), rec("", "{}")], &pos)
+            .stream_append_file(mf, &[rec("", "{}"), rec("", "{}")], &pos)
             .unwrap();
-        assert_eq!(store.stream_file_position("m-f").unwrap(), Some(pos));
-        assert_eq!(store.stream_backlog("m-f").unwrap(), 2);
+        assert_eq!(store.stream_file_position(mf).unwrap(), Some(pos));
+        assert_eq!(store.stream_backlog(mf).unwrap(), 2);
         store
-            .write(|tx| delete_mapping(tx, "m-f").map(|_| ()))
+            .write(|tx| delete_mapping(tx, mf).map(|_| ()))
             .unwrap();
-        assert_eq!(store.stream_file_position("m-f").unwrap(), None);
-        assert_eq!(store.stream_backlog("m-f").unwrap(), 0);
+        assert_eq!(store.stream_file_position(mf).unwrap(), None);
+        assert_eq!(store.stream_backlog(mf).unwrap(), 0);
     }
 }

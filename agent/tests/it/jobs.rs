@@ -27,6 +27,37 @@ fn agent(tag: &str, concurrency: u32) -> Agent {
     a
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The invocation records of task `index` of `job`, one line each (for failure messages).
+fn task_invocations(a: &Agent, job: &str, index: u64) -> String {
+    let store = edgefn_agent::store::Store::open(a.data_dir().join("agent.db")).unwrap();
+    let filter = edgefn_agent::store::InvocationFilter {
+        function: Some("misbehave".into()),
+        since_ms: None,
+        limit: 10_000,
+    };
+    let subject = format!("{job}/{index}");
+    store
+        .invocations(&filter)
+        .unwrap()
+        .iter()
+        .filter(|r| r.subject == subject)
+        .map(|r| {
+            format!(
+                "{} attempt {} started {} took {} µs: {:?} {:?}",
+                r.id, r.attempt, r.start_ms, r.duration_us, r.outcome, r.error
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn status(a: &Agent, id: &str) -> Value {
     a.cli(&["job", "status", id, "--json"]).json()
 }
@@ -400,6 +431,7 @@ fn a_killed_agent_resumes_the_job_without_redoing_finished_tasks() {
     });
     assert!(before < TASKS as u64, "the job finished before the kill");
     a.kill9();
+    let killed_ms = now_ms();
     a.restart();
     let j = finished(&a, &id);
     assert_eq!(j["state"], "succeeded", "{j}");
@@ -409,8 +441,11 @@ fn a_killed_agent_resumes_the_job_without_redoing_finished_tasks() {
         assert_eq!(
             l["output"],
             serde_json::json!(1),
-            "task {} ran to a commit more than once (finished before the kill: {before})",
-            l["index"]
+            "task {} ran to a commit more than once (finished before the kill: {before}; \
+             killed at {killed_ms}); its invocations:\n{}\nagent stderr:\n{}",
+            l["index"],
+            task_invocations(&a, &id, l["index"].as_u64().unwrap()),
+            a.stderr_text()
         );
         assert_eq!(l["attempts"], 1);
     }

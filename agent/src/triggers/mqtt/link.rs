@@ -149,6 +149,15 @@ impl Batcher {
     }
 }
 
+/// Sends the acks that are due (in arrival order).
+async fn send_acks(client: &Client, due: Vec<AckToken>) {
+    for token in due {
+        if let Err(e) = client.ack(&token).await {
+            eprintln!("edgefn-agent: MQTT ack failed: {e}");
+        }
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -276,12 +285,23 @@ impl Link {
                     }
                     Ok(Notice::Message(m)) => {
                         // Waits (holding back this loop, not the messages in progress, which
-                        // release their permits as they finish) while the window is full.
-                        let permit = in_progress
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("the semaphore is never closed");
+                        // release their permits as they finish) while the window is full, and
+                        // meanwhile acknowledges the messages that finish. (Waiting without
+                        // acking let acks fall hundreds of messages behind the commits: the
+                        // broker counts unacknowledged messages against its queue limit, and
+                        // Mosquitto 2.0.11, which sends past our receive maximum, then dropped
+                        // newer messages for this session.)
+                        let permit = loop {
+                            tokio::select! {
+                                biased;
+                                Some((ticket, token)) = done_rx.recv() => {
+                                    send_acks(&client, acks.finish(ticket, token)).await;
+                                }
+                                permit = in_progress.clone().acquire_owned() => {
+                                    break permit.expect("the semaphore is never closed");
+                                }
+                            }
+                        };
                         self.on_message(m, &mut acks, &done_tx, permit, &mut queue_turn, &batcher)
                     }
                     // rumqttc resending an unacknowledged publish of the resumed session: a
@@ -314,11 +334,7 @@ impl Link {
                     }
                 },
                 Some((ticket, token)) = done_rx.recv() => {
-                    for token in acks.finish(ticket, token) {
-                        if let Err(e) = client.ack(&token).await {
-                            eprintln!("edgefn-agent: MQTT ack failed: {e}");
-                        }
-                    }
+                    send_acks(&client, acks.finish(ticket, token)).await;
                 }
                 changed = mappings.changed() => {
                     if changed.is_err() { return; }

@@ -274,9 +274,30 @@ mod tests {
     use crate::store::test_support::temp_store;
     use std::io::Write;
 
-    fn source(path: &std::path::Path, format: FileFormat, follow: bool) -> FileSource {
+    /// A store with a stream-file mapping (appends need their mapping to exist); its id.
+    fn store_with_mapping(path: &std::path::Path) -> (tempfile::TempDir, Store, String) {
+        let (dir, store) = temp_store();
+        store
+            .create_function("f", b"m", "", crate::store::Origin::Local)
+            .unwrap();
+        let source = crate::store::Source::StreamFile {
+            path: path.to_str().unwrap().into(),
+            format: FileFormat::Jsonl,
+            follow: true,
+            partition_key: "json:/dev".parse().unwrap(),
+            batch_size: 10,
+            batch_window_ms: 0,
+        };
+        let id = store
+            .create_mapping(&crate::store::NewMapping::new("f", source))
+            .unwrap()
+            .id;
+        (dir, store, id)
+    }
+
+    fn source(id: &str, path: &std::path::Path, format: FileFormat, follow: bool) -> FileSource {
         FileSource {
-            mapping: "m-f".into(),
+            mapping: id.into(),
             path: path.to_str().unwrap().into(),
             format,
             follow,
@@ -284,9 +305,9 @@ mod tests {
         }
     }
 
-    fn payloads(store: &Store, partition: &str) -> Vec<String> {
+    fn payloads(store: &Store, id: &str, partition: &str) -> Vec<String> {
         store
-            .stream_read("m-f", partition, 0, 1000)
+            .stream_read(id, partition, 0, 1000)
             .unwrap()
             .into_iter()
             .map(|r| String::from_utf8(r.payload).unwrap())
@@ -307,21 +328,22 @@ mod tests {
 
     #[test]
     fn csv_read_once_with_header_quotes_across_lines_and_a_last_line_without_newline() {
-        let (dir, store) = temp_store();
-        let path = dir.path().join("in.csv");
+        let files = tempfile::tempdir().unwrap();
+        let path = files.path().join("in.csv");
+        let (_dir, store, id) = store_with_mapping(&path);
         std::fs::write(&path, "dev,note\r\nd1,\"two\nlines\"\n\nd2,x\nd1,last").unwrap();
-        let src = source(&path, FileFormat::Csv, false);
+        let src = source(&id, &path, FileFormat::Csv, false);
         assert_eq!(step(&store, &src).unwrap(), Step::Read(3));
         assert_eq!(step(&store, &src).unwrap(), Step::Finished);
         assert_eq!(step(&store, &src).unwrap(), Step::Finished);
         assert_eq!(
-            payloads(&store, "d1"),
+            payloads(&store, &id, "d1"),
             [
                 r#"{"dev":"d1","note":"two\nlines"}"#,
                 r#"{"dev":"d1","note":"last"}"#
             ]
         );
-        let d2 = store.stream_read("m-f", "d2", 0, 10).unwrap();
+        let d2 = store.stream_read(&id, "d2", 0, 10).unwrap();
         assert_eq!(d2[0].subject, format!("{}:5", path.display()));
         // Appending to a file read once does nothing more.
         std::fs::OpenOptions::new()
@@ -335,10 +357,11 @@ mod tests {
 
     #[test]
     fn jsonl_followed_waits_for_whole_lines_and_survives_rotation() {
-        let (dir, store) = temp_store();
-        let path = dir.path().join("in.jsonl");
+        let files = tempfile::tempdir().unwrap();
+        let path = files.path().join("in.jsonl");
+        let (_dir, store, id) = store_with_mapping(&path);
         std::fs::write(&path, "{\"dev\":\"a\",\"n\":1}\n{\"dev\":\"a\",\"n\"").unwrap();
-        let src = source(&path, FileFormat::Jsonl, true);
+        let src = source(&id, &path, FileFormat::Jsonl, true);
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         assert_eq!(step(&store, &src).unwrap(), Step::Idle, "half a line waits");
         let mut f = std::fs::OpenOptions::new()
@@ -352,7 +375,7 @@ mod tests {
         f.write_all(b"{\"dev\":\"a\",\"n\":3}\n").unwrap();
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         // Rotation: a new file at the path is read from its start.
-        std::fs::rename(&path, dir.path().join("in.jsonl.1")).unwrap();
+        std::fs::rename(&path, files.path().join("in.jsonl.1")).unwrap();
         assert_eq!(
             step(&store, &src).unwrap(),
             Step::Idle,
@@ -361,7 +384,7 @@ mod tests {
         std::fs::write(&path, "{\"dev\":\"a\",\"n\":4}\n").unwrap();
         assert_eq!(step(&store, &src).unwrap(), Step::Read(1));
         assert_eq!(
-            payloads(&store, "a"),
+            payloads(&store, &id, "a"),
             [
                 r#"{"dev":"a","n":1}"#,
                 r#"{"dev":"a","n":2}"#,
