@@ -217,14 +217,7 @@ impl Store {
                     continue;
                 }
                 if let Some((session, pkid, dup)) = &a.mark {
-                    let marked = *dup
-                        && tx
-                            .prepare_cached(
-                                "SELECT 1 FROM mqtt_dedup WHERE session = ?1 AND packet_id = ?2",
-                            )?
-                            .query_row(params![session, pkid], |_| Ok(()))
-                            .optional()?
-                            .is_some();
+                    let marked = *dup && dedup::is_marked(tx, session, *pkid)?;
                     if marked {
                         written.push(false);
                         continue;

@@ -280,6 +280,12 @@ impl Link {
                         if !session_present {
                             // rumqttc dropped its in-flight publishes: send the outbox again.
                             outbox = Outbox::default();
+                            // Nothing of the lost session will be redelivered: its dedup marks
+                            // could only match new messages that reuse their packet ids.
+                            let (store, session) = (self.store().clone(), self.session.clone());
+                            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.dedup_clear_session(&session)).await {
+                                eprintln!("edgefn-agent: cannot clear the dedup marks of the lost MQTT session: {e}");
+                            }
                         }
                         self.pump_outbox(&client, &mut outbox).await;
                     }
