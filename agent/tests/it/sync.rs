@@ -24,7 +24,7 @@ use edgefn_cloud::protocol::{
 use serde_json::{json, Value};
 
 use crate::daemon_support::{cli_bare, Agent};
-use crate::support::{wat, TempDir};
+use crate::support::{example_path, wat, TempDir};
 use crate::triggers::{free_port, test_pki, Broker};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -739,6 +739,74 @@ fn sync_over_https_with_a_ca_file() {
     cloud.publish("secure", &guest("tls", 0));
     cloud.deploy(json!({"group": "tls", "functions": ["secure:1"]}));
     wait_answer(&a, "secure", "1", "tls");
+}
+
+/// Stream mappings deployed from the cloud (issue 7): the cloud takes the agent's stream kinds;
+/// a `stream-file` mapping arrives on a real agent and runs (every record, in order per
+/// partition, by the `stream-audit` example), a `stream-mqtt` one arrives with its settings.
+#[test]
+fn stream_mappings_deployed_from_the_cloud_run() {
+    let cloud = Cloud::start();
+    let token = cloud.device("pi-streams", "streams");
+    let a = enrolled_agent("sync-streams", &cloud.url, &token);
+    let module = std::fs::read(example_path("stream_audit")).unwrap();
+    assert_eq!(cloud.publish("audit", &module), 1);
+    let dir = TempDir::new("cloud-stream");
+    let file = dir.path().join("in.jsonl");
+    let mut text = String::new();
+    for seq in 1..=25 {
+        for d in ["d1", "d2"] {
+            text.push_str(&format!("{{\"device\":\"{d}\",\"seq\":{seq}}}\n"));
+        }
+    }
+    std::fs::write(&file, text).unwrap();
+    let file_source = json!({"kind": "stream-file", "path": file, "format": "jsonl",
+        "follow": false, "partition_key": "json:/device", "batch_size": 7, "batch_window_ms": 0});
+    cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "audit:1", "name": "file-feed", "source": file_source})),
+    );
+    let mqtt_source = json!({"kind": "stream-mqtt", "filter": "edgefn-it/cloud-streams/+/t",
+        "partition_key": "topic:3", "batch_size": 50, "batch_window_ms": 250});
+    cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "audit:1", "name": "mqtt-feed", "source": mqtt_source})),
+    );
+    let dep = cloud.deploy(json!({"group": "streams", "functions": ["audit:1"],
+        "mappings": ["file-feed", "mqtt-feed"]}));
+    cloud.wait_status(&dep, "succeeded", &[&a]);
+
+    let store = Store::open(a.data_dir().join("agent.db")).unwrap();
+    let kv = |key: &str| {
+        store
+            .kv_get("audit", key.as_bytes())
+            .unwrap()
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+    };
+    poll(
+        "the file's 50 records audited",
+        || a.stderr_text(),
+        || (kv("last/d1") == 25 && kv("last/d2") == 25 && kv("records") == 50).then_some(()),
+    );
+    assert_eq!(kv("gaps"), 0, "a record lost, repeated or out of order");
+
+    // Both arrived as the cloud has them, cloud-managed.
+    let list = a.http().get("/v1/mappings").json();
+    let by_name = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not on the agent: {list}"))
+            .clone()
+    };
+    assert_eq!(by_name("file-feed")["source"], file_source);
+    assert_eq!(by_name("mqtt-feed")["source"], mqtt_source);
+    let id = by_name("mqtt-feed")["id"].as_str().unwrap().to_string();
+    a.cli(&["mapping", "pause", &id])
+        .fails(1, &["managed by the cloud"]);
 }
 
 /// Nudges: the cloud publishes `{"sequence": N}` on the local Mosquitto when the device's

@@ -87,7 +87,7 @@ pub enum Command {
     Alias(function::AliasCmd),
     /// Event-source mappings (deployed with `deploy create --mapping`).
     #[command(subcommand)]
-    Mapping(mapping::MappingCmd),
+    Mapping(Box<mapping::MappingCmd>),
     /// Devices and enrollment tokens.
     #[command(subcommand)]
     Device(device::DeviceCmd),
@@ -159,7 +159,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Function(cmd) => function::run_function(&c, json, cmd),
         Command::Alias(cmd) => function::run_alias(&c, json, cmd),
-        Command::Mapping(cmd) => mapping::run(&c, json, cmd),
+        Command::Mapping(cmd) => mapping::run(&c, json, *cmd),
         Command::Device(cmd) => device::run_device(&c, json, cmd),
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),

@@ -18,6 +18,9 @@
 //! - [`telemetry`]: log/invocation/stats upload batches, their answer and their compression.
 //! - [`histogram`]: the mergeable histogram that stats buckets carry (agent and cloud merge it).
 //! - [`topic`]: MQTT topic names and filters: validation and matching (agent and cloud).
+//! - [`mapping`]: mapping sources (all kinds), destinations, names, retries and targets: the
+//!   rules the agent's store and the cloud's registry both apply.
+//! - [`partition`]: stream partition keys and file formats (part of a stream source).
 
 pub mod check;
 pub mod desired;
@@ -26,7 +29,9 @@ pub mod histogram;
 pub mod invoke;
 pub mod keycert;
 pub mod manifest;
+pub mod mapping;
 pub mod names;
+pub mod partition;
 pub mod signed;
 pub mod status;
 pub mod telemetry;

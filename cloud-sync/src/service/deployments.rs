@@ -208,7 +208,16 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
     let mut mappings_out = Vec::new();
     for id in &new.mappings {
         let m = mappings::get_tx(tx, id)?;
-        let Some(f) = by_name.get(&m.function) else {
+        // A flow target starts runs of a flow on the device (deployed with the mapping's
+        // deployment or made there locally); a device without it fails the deliveries.
+        let flow = m
+            .function
+            .starts_with(crate::registry::mapping::FLOW_TARGET);
+        let Some(f) = by_name.get(&m.function).filter(|_| !flow) else {
+            if flow {
+                mappings_out.push(mapping_state(m));
+                continue;
+            }
             return Err(StoreError::invalid(format!(
                 "mapping {} feeds {}, which this deployment does not deploy",
                 m.id, m.function
@@ -228,23 +237,28 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
                 m.id, m.function, m.qualifier, m.function, m.qualifier
             )));
         }
-        mappings_out.push(crate::protocol::MappingState {
-            id: m.id,
-            name: m.name,
-            function: m.function,
-            qualifier: m.qualifier,
-            source: serde_json::to_value(&m.source).unwrap(),
-            enabled: m.enabled,
-            retries: m.retries,
-            on_success: m.on_success,
-            on_failure: m.on_failure,
-            deployment: String::new(),
-        });
+        mappings_out.push(mapping_state(m));
     }
     Ok(Content {
         functions: by_name.into_values().collect(),
         mappings: mappings_out,
     })
+}
+
+/// A registry mapping as the desired document carries it (its deployment is set later).
+fn mapping_state(m: mappings::Mapping) -> crate::protocol::MappingState {
+    crate::protocol::MappingState {
+        id: m.id,
+        name: m.name,
+        function: m.function,
+        qualifier: m.qualifier,
+        source: serde_json::to_value(&m.source).unwrap(),
+        enabled: m.enabled,
+        retries: m.retries,
+        on_success: m.on_success,
+        on_failure: m.on_failure,
+        deployment: String::new(),
+    }
 }
 
 impl Service {

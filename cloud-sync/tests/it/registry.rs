@@ -279,7 +279,48 @@ fn mappings(backend: Backend) {
         (
             json!({"function": "celsius", "source": {"kind": "mqtt", "filter": "x"}, "retries": 101}),
             422,
-            "retries",
+            "101 retries is too many: at most 100",
+        ),
+        // The agent's rules and words, from protocol::mapping (shared with the agent).
+        (
+            json!({"function": "celsius", "source": {"kind": "cron", "expr": "0 0 0 30 2 *"}}),
+            422,
+            "never fires",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a/+", "partition_key": "topic:3"}}),
+            422,
+            "partition key `topic:3`: the filter \"a/+\" has only 2 levels",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a", "batch_size": 0}}),
+            422,
+            "batch size 0 is out of range: 1 to 10000",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a", "batch_window_ms": 300001}}),
+            422,
+            "batch window 300001ms is too long",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-file", "path": "data.csv", "format": "csv"}}),
+            422,
+            "bad stream file \"data.csv\": give an absolute path",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-file", "path": "/d.csv", "format": "csv", "partition_key": "topic"}}),
+            422,
+            "partition key `topic` is for MQTT streams",
+        ),
+        (
+            json!({"function": "flow:bad name", "source": {"kind": "mqtt", "filter": "x"}}),
+            422,
+            "invalid name \"bad name\"",
+        ),
+        (
+            json!({"function": "celsius", "name": "m-x", "source": {"kind": "mqtt", "filter": "x"}}),
+            422,
+            "reserved for mapping ids",
         ),
     ] {
         let (st, v) = op.call("POST", "/v1/mappings", Some(&body));
@@ -295,6 +336,78 @@ fn mappings(backend: Backend) {
         Some(&json!({"function": "celsius", "source": {"kind": "smoke"}})),
     );
     assert_eq!(st, 400);
+    // A bad partition key or file format is refused while the body is read (as by the agent).
+    for (source, needle) in [
+        (
+            json!({"kind": "stream-mqtt", "filter": "a", "partition_key": "device"}),
+            "bad partition key \"device\"",
+        ),
+        (
+            json!({"kind": "stream-file", "path": "/a", "format": "xml"}),
+            "xml",
+        ),
+    ] {
+        let (st, v) = op.call(
+            "POST",
+            "/v1/mappings",
+            Some(&json!({"function": "celsius", "source": source})),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    // Streams and flow targets are taken, with the agent's defaults.
+    let sm = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "plant/+/t", "partition_key": "topic:2", "batch_window_ms": 500}})));
+    assert_eq!(
+        sm["source"],
+        json!({"kind": "stream-mqtt", "filter": "plant/+/t", "partition_key": "topic:2", "batch_size": 100, "batch_window_ms": 500})
+    );
+    let sf = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius", "source": {"kind": "stream-file", "path": "/var/lib/in.jsonl", "format": "jsonl", "follow": true, "partition_key": "json:/device"}})));
+    assert_eq!(sf["source"]["partition_key"], "json:/device");
+    let fm = op.ok(
+        "POST",
+        "/v1/mappings",
+        Some(
+            &json!({"function": "flow:orders", "source": {"kind": "mqtt", "filter": "orders/new"}}),
+        ),
+    );
+    assert_eq!(
+        (fm["function"].as_str(), fm["qualifier"].as_str()),
+        (Some("flow:orders"), Some("latest"))
+    );
+    let fm = op.ok(
+        "PATCH",
+        &format!("/v1/mappings/{}", sm["id"].as_str().unwrap()),
+        Some(&json!({"function": "flow:other"})),
+    );
+    assert_eq!(fm["function"], "flow:other");
+    for m in [&sm, &sf] {
+        assert_eq!(
+            op.call(
+                "DELETE",
+                &format!("/v1/mappings/{}", m["id"].as_str().unwrap()),
+                None
+            )
+            .0,
+            204
+        );
+    }
+    let fid = op
+        .ok("GET", "/v1/mappings", None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["function"] == "flow:orders")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        op.call("DELETE", &format!("/v1/mappings/{fid}"), None).0,
+        204
+    );
     // update, pause/resume, by name
     let u = op.ok(
         "PATCH",
