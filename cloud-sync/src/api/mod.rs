@@ -2,7 +2,8 @@
 //!
 //! - operator endpoints (`Authorization: Bearer <operator token>`): [`functions`], [`mappings`],
 //!   [`devices`] (and groups), [`deployments`], [`keys`], and [`invoke`] (remote invoke of a
-//!   function on one device, relayed over the cloud-side MQTT broker);
+//!   function on one device, relayed over the cloud-side MQTT broker) and [`jobs`] (batch jobs
+//!   on one device, relayed the same way);
 //! - device endpoints (`Authorization: Bearer <device credential>`): [`sync`] (enroll, desired
 //!   state with ETag and long-poll, status reports, artifacts with Range);
 //! - [`telemetry`]: devices' upload batches, the fleet's logs, invocations and stats for
@@ -15,6 +16,7 @@ pub mod devices;
 pub mod error;
 pub mod functions;
 pub mod invoke;
+pub mod jobs;
 pub mod keys;
 pub mod mappings;
 pub mod sync;
@@ -76,6 +78,10 @@ pub fn router(service: Service) -> Router {
             get(devices::get).delete(devices::delete),
         )
         .route("/v1/devices/{id}/invoke", post(invoke::invoke))
+        .route("/v1/devices/{id}/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/devices/{id}/jobs/{job}", get(jobs::get))
+        .route("/v1/devices/{id}/jobs/{job}/cancel", post(jobs::cancel))
+        .route("/v1/devices/{id}/jobs/{job}/results", get(jobs::results))
         .route(
             "/v1/groups",
             post(devices::create_group).get(devices::list_groups),

@@ -1,8 +1,10 @@
 //! The `edgefn` operator CLI: the registry lifecycle under the agent CLI's verb names, devices,
-//! groups, deployments and keys, remote invoke, fleet logs and stats, as a client of the cloud
+//! groups, deployments and keys, remote invoke and batch jobs on a device, fleet logs and
+//! stats, as a client of the cloud
 //! API. One file per command family;
 //! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
-//! (its message is printed), a waited-for rollout did not succeed or an invoked function failed,
+//! (its message is printed), a waited-for rollout did not succeed, an invoked function or a
+//! waited-for job failed,
 //! 2 usage or connection.
 
 pub mod build;
@@ -11,6 +13,7 @@ pub mod deploy;
 pub mod device;
 pub mod function;
 pub mod invoke;
+pub mod job;
 pub mod key;
 pub mod logs;
 pub mod mapping;
@@ -102,6 +105,8 @@ pub enum Command {
     Key(key::KeyCmd),
     /// Invoke a function on one device, relayed by the cloud over its MQTT broker.
     Invoke(invoke::InvokeArgs),
+    /// Batch jobs on one device (`--device D`), relayed by the cloud over its MQTT broker.
+    Job(job::JobArgs),
     /// Log records devices uploaded, across the fleet.
     Logs(logs::LogsArgs),
     /// Invocation statistics across the fleet (percentiles from merged histograms).
@@ -165,6 +170,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),
         Command::Key(cmd) => key::run(&c, json, cmd),
         Command::Invoke(a) => invoke::run(&c, json, a),
+        Command::Job(a) => job::run(&c, json, a),
         Command::Logs(a) => logs::run(&c, json, a),
         Command::Stats(a) => stats::run(&c, json, a),
         Command::New { .. } | Command::Build { .. } => unreachable!("handled above"),

@@ -11,6 +11,8 @@
 //! - [`enroll`]: enrollment request and response.
 //! - [`invoke`]: remote invoke: the signed request the cloud relays to a device over MQTT, the
 //!   device's reply, and [`verify_invoke`].
+//! - [`jobs`]: batch job operations relayed over the remote-invoke channel, the job document
+//!   and the progress bar both CLIs draw.
 //! - [`status`]: the per-deployment status report of a device.
 //! - [`names`]: function/alias names and qualifiers (the agent's rules).
 //! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
@@ -27,6 +29,7 @@ pub mod desired;
 pub mod enroll;
 pub mod histogram;
 pub mod invoke;
+pub mod jobs;
 pub mod keycert;
 pub mod manifest;
 pub mod mapping;

@@ -39,6 +39,7 @@ pub mod mappings;
 pub mod metrics;
 pub mod presence;
 pub mod remote_invoke;
+pub mod remote_jobs;
 pub mod rollout;
 pub mod signing;
 pub mod telemetry;
