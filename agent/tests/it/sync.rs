@@ -743,7 +743,8 @@ fn sync_over_https_with_a_ca_file() {
 
 /// Stream mappings deployed from the cloud (issue 7): the cloud takes the agent's stream kinds;
 /// a `stream-file` mapping arrives on a real agent and runs (every record, in order per
-/// partition, by the `stream-audit` example), a `stream-mqtt` one arrives with its settings.
+/// partition, by the `stream-audit` example), a `stream-mqtt` one arrives with its settings;
+/// a mapping to `flow:NAME` starts runs of a flow made on the device.
 #[test]
 fn stream_mappings_deployed_from_the_cloud_run() {
     let cloud = Cloud::start();
@@ -807,6 +808,32 @@ fn stream_mappings_deployed_from_the_cloud_run() {
     let id = by_name("mqtt-feed")["id"].as_str().unwrap().to_string();
     a.cli(&["mapping", "pause", &id])
         .fails(1, &["managed by the cloud"]);
+
+    // A cloud mapping may target a flow made on the device (`flow:NAME`): its events start runs.
+    a.create("echo", &example_path("echo"), None);
+    let flow = a.write("greet.toml", "[[steps]]\nname = \"hi\"\nfunction = \"echo\"\n");
+    a.cli(&["flow", "create", "--name", "greet", &flow]).ok();
+    let fm = cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "flow:greet", "name": "greet-tick",
+            "source": {"kind": "every", "interval_ms": 200}})),
+    );
+    let trigger = format!("mapping:{}", fm["id"].as_str().unwrap());
+    let dep2 = cloud.deploy(json!({"group": "streams", "functions": ["audit:1"],
+        "mappings": ["greet-tick"]}));
+    cloud.wait_status(&dep2, "succeeded", &[&a]);
+    poll(
+        "a run of greet started by the cloud's mapping",
+        || a.stderr_text(),
+        || {
+            let runs = a.cli(&["flow", "runs", "greet", "--json"]).json();
+            runs.as_array()?
+                .iter()
+                .any(|r| r["status"] == "succeeded" && r["trigger"] == trigger.as_str())
+                .then_some(())
+        },
+    );
 }
 
 /// Nudges: the cloud publishes `{"sequence": N}` on the local Mosquitto when the device's
