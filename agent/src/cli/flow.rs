@@ -82,6 +82,12 @@ struct Flow {
     revision: u32,
     updated_ms: i64,
     running: u64,
+    /// Partial AND matches of its trigger waiting for more sources.
+    #[serde(default)]
+    partials: u64,
+    /// Partial matches dropped at the end of their window.
+    #[serde(default)]
+    partials_expired: u64,
 }
 
 /// FlowRun, as docs/agent-api.md defines it.
@@ -104,6 +110,16 @@ struct State {
     #[serde(default)]
     error: Option<String>,
     steps: BTreeMap<String, Step>,
+    /// Wait steps waiting for their event.
+    #[serde(default)]
+    waits: BTreeMap<String, Wait>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wait {
+    #[serde(default)]
+    key: Option<String>,
+    deadline_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,13 +388,18 @@ fn toggle(opts: &AgentOpts, name: &str, verb: &str) -> anyhow::Result<ExitCode> 
 }
 
 fn render_flow(f: &Flow) -> String {
-    let mut out = output::fields(&[
+    let mut pairs = vec![
         ("name", f.name.clone()),
         ("enabled", output::yes_no(f.enabled).to_string()),
         ("revision", f.revision.to_string()),
         ("running", f.running.to_string()),
         ("updated", time_ms(f.updated_ms.max(0) as u64)),
-    ]);
+    ];
+    if !f.definition["trigger"].is_null() {
+        pairs.push(("partial matches", f.partials.to_string()));
+        pairs.push(("expired matches", f.partials_expired.to_string()));
+    }
+    let mut out = output::fields(&pairs);
     out.push_str("\ndefinition (JSON):\n");
     out.push_str(&serde_json::to_string_pretty(&f.definition).unwrap_or_default());
     out.push('\n');
@@ -414,7 +435,20 @@ fn render_run(r: &Run) -> String {
     ])
     .right(&[2]);
     for (name, s) in steps {
+        let waiting = r.state.waits.get(name.as_str());
         let what = match (&s.error, &s.result, &s.chose) {
+            _ if waiting.is_some() && s.status == "running" => {
+                let w = waiting.expect("checked");
+                let key = w
+                    .key
+                    .as_deref()
+                    .map(|k| format!(" with key {k}"))
+                    .unwrap_or_default();
+                format!(
+                    "waiting for an event{key} until {}",
+                    time_ms(w.deadline_ms.max(0) as u64)
+                )
+            }
             (_, _, Some(c)) => format!("chose {c}"),
             (Some(e), _, _) if s.status != "succeeded" => e.clone(),
             (_, Some(v), _) => cut(&v.to_string(), 60),

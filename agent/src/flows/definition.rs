@@ -11,11 +11,18 @@
 //! - `choice = [{ pointer, equals | not_equals | in | exists | gt | gte | lt | lte, next }]`:
 //!   the first rule that holds on the input picks the next step, else `default`; the input
 //!   passes through as the result.
+//! - `wait = { events = [...], timeout, on_timeout, key }`: the run waits for one of the events
+//!   (correlated to the run by `key`) and takes that event's `next`, or `on_timeout`
+//!   ([`super::trigger::WaitDef`]).
+//!
+//! A flow may also have a `[trigger]` ([`super::trigger::TriggerDef`]): `any` of several event
+//! sources, or `all` of them within a window, correlated by a key.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::trigger::{TriggerDef, WaitDef};
 use crate::store::{Destination, Qualifier};
 
 /// Most retries of a step.
@@ -47,10 +54,13 @@ pub struct FlowDef {
     /// Where a failed run's report goes (same forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
+    /// Event sources that start runs: `any` of them, or `all` within a window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerDef>,
     pub steps: Vec<StepDef>,
 }
 
-/// One step; exactly one of `function`, `parallel`, `choice`.
+/// One step; exactly one of `function`, `parallel`, `choice`, `wait`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
@@ -67,6 +77,9 @@ pub struct StepDef {
     /// A choice's step when no rule holds (without it, that fails the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Wait for an event (or a timeout) and branch on which came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitDef>,
     /// What the step gets (default: the result of the step before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Input>,
@@ -261,6 +274,7 @@ pub enum Kind<'a> {
         rules: &'a [Rule],
         default: Option<&'a str>,
     },
+    Wait(&'a WaitDef),
 }
 
 impl StepDef {
@@ -277,6 +291,8 @@ impl StepDef {
                 branches: b,
                 join: self.join.unwrap_or_default(),
             }
+        } else if let Some(w) = &self.wait {
+            Kind::Wait(w)
         } else {
             Kind::Choice {
                 rules: self.choice.as_deref().unwrap_or_default(),
@@ -300,6 +316,7 @@ impl StepDef {
         out.extend(self.parallel.iter().flatten().map(String::as_str));
         out.extend(self.choice.iter().flatten().map(|r| r.next.as_str()));
         out.extend(self.default.as_deref());
+        out.extend(self.wait.iter().flat_map(|w| w.edges()));
         out
     }
 }
@@ -397,6 +414,9 @@ impl FlowDef {
                 Destination::parse(t).map_err(|e| InvalidFlow(format!("{field}: {e}")))?;
             }
         }
+        if let Some(t) = &self.trigger {
+            t.validate()?;
+        }
         let mut names = HashSet::new();
         for s in &self.steps {
             crate::store::names::validate_function_name(&s.name)
@@ -425,18 +445,20 @@ impl FlowDef {
                 s.function.is_some(),
                 s.parallel.is_some(),
                 s.choice.is_some(),
+                s.wait.is_some(),
             ];
             match kinds.iter().filter(|k| **k).count() {
                 1 => {}
                 0 => {
                     return bad(format!(
-                        "step {n:?} does nothing: give it `function`, `parallel` or `choice`"
+                        "step {n:?} does nothing: give it `function`, `parallel`, `choice` or \
+                         `wait`"
                     ))
                 }
                 _ => {
                     return bad(format!(
-                        "step {n:?} has more than one of `function`, `parallel`, `choice`: \
-                         give exactly one"
+                        "step {n:?} has more than one of `function`, `parallel`, `choice`, \
+                         `wait`: give exactly one"
                     ))
                 }
             }
@@ -509,6 +531,9 @@ impl FlowDef {
             }
             if let Some(next) = &s.next {
                 known(n, "next", next)?;
+            }
+            if let Some(w) = &s.wait {
+                w.validate(n, |t| names.contains(t))?;
             }
             match &s.input {
                 None => {}

@@ -4,8 +4,12 @@
 //! run's destination when it ends.
 //!
 //! Runs are found in the store: [`run`] picks up every `running` run at start (so runs
-//! continue after a restart or a `kill -9`) and whenever [`wake`] is called (a run was started)
-//! or a second has passed. A run's task is the only writer of its row.
+//! continue after a restart or a `kill -9`) and whenever [`wake`] is called (a run was started,
+//! an event came for a waiting run) or a second has passed. A run's task is the only writer of
+//! its row. A run with nothing to do but wait (`wait` steps) is left to the store until an
+//! event resolves one of its waits or a deadline passes; the task then takes the event (or the
+//! timeout) and goes on. Each pass also drops the trigger joins' partial matches whose window
+//! ended.
 
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -14,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::run::{AfterFailure, Ready, RunState, RunStatus};
+use super::run::{AfterFailure, Ready, RunState, RunStatus, WaitOutcome};
 use crate::daemon::{Daemon, InvokeRequest};
 use crate::pool::OwnedEvent;
 use crate::store::flows::flow_label;
@@ -58,6 +62,13 @@ pub async fn start(
     let run = tokio::task::spawn_blocking(move || store.start_flow_run(&f, input, &t, &extra))
         .await
         .map_err(|e| StoreError::Corrupt(format!("flow start task failed: {e}")))??;
+    started(daemon, &run).await;
+    Ok(run)
+}
+
+/// After a run was stored as started: wake the actor, or commit the end of a run that ended
+/// as it started.
+pub(super) async fn started(daemon: &Daemon, run: &FlowRun) {
     if run.state.status == RunStatus::Running {
         wake();
     } else {
@@ -66,7 +77,6 @@ pub async fn start(
         let extra = end_extra(&run.flow, &run.id, &run.definition, &run.state);
         save(daemon, &run.id, &run.state, vec![line], extra).await;
     }
-    Ok(run)
 }
 
 /// The actor: drives every running run until the task is dropped.
@@ -74,7 +84,13 @@ pub async fn run(daemon: Daemon) {
     let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let store = daemon.store().clone();
-        match tokio::task::spawn_blocking(move || store.running_flow_run_ids()).await {
+        match tokio::task::spawn_blocking(move || store.expire_flow_partials()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("edgefn-agent: cannot expire flow trigger matches: {e}"),
+            Err(e) => eprintln!("edgefn-agent: cannot expire flow trigger matches: {e}"),
+        }
+        let store = daemon.store().clone();
+        match tokio::task::spawn_blocking(move || store.runnable_flow_run_ids()).await {
             Ok(Ok(ids)) => {
                 for id in ids {
                     if !lock(&active).insert(id.clone()) {
@@ -131,6 +147,23 @@ async fn drive(daemon: Daemon, run: FlowRun) {
         return;
     }
     loop {
+        if !state.waits.is_empty() {
+            let logs = take_waits(&daemon, &flow, &id, &def, &mut state).await;
+            if !logs.is_empty() {
+                let mut logs = logs;
+                let extra = match state.status {
+                    RunStatus::Running => CommitExtra::default(),
+                    _ => {
+                        logs.push(end_line(&flow, &id, &state));
+                        end_extra(&flow, &id, &def, &state)
+                    }
+                };
+                save(&daemon, &id, &state, logs, extra).await;
+                if state.status != RunStatus::Running {
+                    return;
+                }
+            }
+        }
         for ready in state.ready(&def) {
             if !started.insert(ready.step.clone()) {
                 continue;
@@ -147,7 +180,22 @@ async fn drive(daemon: Daemon, run: FlowRun) {
                 delay,
             ));
         }
-        let Some(joined) = inflight.join_next().await else {
+        if inflight.is_empty() && state.only_waiting() {
+            // Nothing to run until an event or a timeout: stored as waiting, the store hands
+            // the run back to the engine when one of them is there.
+            save(&daemon, &id, &state, Vec::new(), CommitExtra::default()).await;
+            return;
+        }
+        let joined = if state.waits.is_empty() {
+            inflight.join_next().await
+        } else {
+            // Other branches run while one waits: look for its event now and then.
+            tokio::select! {
+                j = inflight.join_next() => j,
+                _ = tokio::time::sleep(WAIT_POLL) => continue,
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         let Ok(a) = joined else { continue };
@@ -211,6 +259,67 @@ async fn drive(daemon: Daemon, run: FlowRun) {
     let line = end_line(&flow, &id, &state);
     let extra = end_extra(&flow, &id, &def, &state);
     save(&daemon, &id, &state, vec![line], extra).await;
+}
+
+/// How often a run whose other branches are busy looks for the event of its wait step.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Feeds run `id` the events that resolved its waits and the timeouts that passed; returns the
+/// log lines of what changed (none: nothing did).
+async fn take_waits(
+    daemon: &Daemon,
+    flow: &str,
+    id: &str,
+    def: &super::FlowDef,
+    state: &mut RunState,
+) -> Vec<LogLine> {
+    let store = daemon.store().clone();
+    let rid = id.to_string();
+    let resolved = match tokio::task::spawn_blocking(move || store.resolved_flow_waits(&rid)).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("edgefn-agent: cannot read the waits of flow run {id}: {e}");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let now = crate::runtime::now_ms() as i64;
+    let line = |level: Level, text: String| LogLine {
+        time_ms: now,
+        level,
+        function: Some(flow_label(flow)),
+        version: None,
+        invocation_id: Some(id.to_string()),
+        text,
+    };
+    let mut logs = Vec::new();
+    for (step, index, event) in resolved {
+        if !state.waits.contains_key(&step) {
+            continue;
+        }
+        let subject = event["subject"].as_str().unwrap_or("").to_string();
+        let next = state.wait_ended(def, &step, WaitOutcome::Event { index, event }, now);
+        logs.push(line(
+            Level::Info,
+            format!(
+                "run {id}: step {step} got event {} ({subject}); next: {}",
+                index + 1,
+                next.as_deref().unwrap_or("(end)")
+            ),
+        ));
+    }
+    for step in state.timed_out(now) {
+        let next = state.wait_ended(def, &step, WaitOutcome::Timeout, now);
+        logs.push(line(
+            Level::Warn,
+            format!(
+                "run {id}: step {step} timed out waiting for events; next: {}",
+                next.as_deref().unwrap_or("(none: the run fails)")
+            ),
+        ));
+    }
+    logs
 }
 
 fn end_line(flow: &str, id: &str, state: &RunState) -> LogLine {
@@ -369,26 +478,4 @@ fn end_extra(flow: &str, id: &str, def: &super::FlowDef, state: &RunState) -> Co
         None => {}
     }
     extra
-}
-
-/// What a trigger reports for an event that started run `run_id` of `target` (`flow:NAME`):
-/// a successful "invocation" whose id is the run id and whose response is `{"run": ID}`.
-pub fn started_invocation(target: &str, run_id: &str) -> crate::daemon::Invoked {
-    crate::daemon::Invoked {
-        invocation: crate::runtime::Invocation {
-            id: run_id.to_string(),
-            started_ms: crate::runtime::now_ms(),
-            duration: Duration::ZERO,
-            fuel_used: 0,
-            outcome: crate::runtime::Outcome::Success,
-            error: None,
-            response: serde_json::to_vec(&serde_json::json!({ "run": run_id }))
-                .expect("JSON values serialize"),
-            logs: Vec::new(),
-            logs_dropped: 0,
-            effects: Default::default(),
-        },
-        function: target.to_string(),
-        version: None,
-    }
 }

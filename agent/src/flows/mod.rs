@@ -5,6 +5,11 @@
 //! - [`run`]: a run as a plain state machine (entered steps, results, joins, retries, the end)
 //! - [`engine`]: the actor driving runs through the daemon's invocation path, storing each
 //!   run's state after every step, so runs continue after a restart
+//! - [`trigger`]: event sources of a flow: its `[trigger]` (`any` / `all` within a window, by a
+//!   key) and the events its `wait` steps wait for
+//! - [`sources`]: those sources as mappings of the trigger runtime, and the ids that tell them
+//!   apart
+//! - [`events`]: what such an event does (a run, a partial match, resolved waits)
 //!
 //! The store keeps definitions and runs (`store/flows.rs`); the admin API (`api/flows.rs`) and
 //! the CLI (`cli/flow.rs`) manage them; a mapping whose function is `flow:NAME` starts a run per
@@ -12,7 +17,10 @@
 
 pub mod definition;
 pub mod engine;
+pub mod events;
 pub mod run;
+pub mod sources;
+pub mod trigger;
 
 pub use definition::FlowDef;
 pub use engine::{start, value_from_bytes, wake};

@@ -6,12 +6,15 @@
 //! stores the state (serde JSON), so a restarted agent continues from the last stored state:
 //! finished steps are never run again; a step that was running when the agent died runs again.
 //! Choice and parallel steps involve no I/O and are taken as soon as they are entered.
+//! A wait step stays entered (in [`RunState::waits`], with its correlation key and deadline)
+//! until the driver feeds it the event that came or its timeout ([`RunState::wait_ended`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 use super::definition::{FlowDef, Input, Join, Kind, Ref, RUN_INPUT};
+use super::trigger::key_text;
 
 /// How a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +39,8 @@ impl RunStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
-    /// Entered: a function step waiting for (or in) its next attempt, or a parallel step
-    /// waiting for its branches.
+    /// Entered: a function step waiting for (or in) its next attempt, a parallel step
+    /// waiting for its branches, or a wait step waiting for its event.
     Running,
     Succeeded,
     Failed,
@@ -84,6 +87,26 @@ pub struct JoinState {
     pub results: Vec<Option<Value>>,
 }
 
+/// A wait step waiting for its event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitState {
+    /// The run's correlation value (from the step's input at the wait's `key` pointer), which
+    /// an event's key must equal; `None` when the wait has no key (any event will do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// When the wait times out (Unix ms).
+    pub deadline_ms: i64,
+}
+
+/// How a wait ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WaitOutcome {
+    /// Event `index` of the wait's `events` came (`event`: its envelope, the step's result).
+    Event { index: usize, event: Value },
+    /// Nothing came in time.
+    Timeout,
+}
+
 /// The whole state of a run (stored as JSON after every change).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -94,6 +117,9 @@ pub struct RunState {
     /// Parallel steps waiting for branches.
     #[serde(default)]
     pub joins: BTreeMap<String, JoinState>,
+    /// Wait steps waiting for their event, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waits: BTreeMap<String, WaitState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +157,7 @@ impl RunState {
             input,
             steps: BTreeMap::new(),
             joins: BTreeMap::new(),
+            waits: BTreeMap::new(),
             output: None,
             error: None,
             failed_step: None,
@@ -162,6 +189,89 @@ impl RunState {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether the run has nothing to do but wait for events (or timeouts): every entered step
+    /// still open is a wait step, or a parallel step whose branches are such.
+    pub fn only_waiting(&self) -> bool {
+        self.status == RunStatus::Running
+            && !self.waits.is_empty()
+            && self
+                .steps
+                .iter()
+                .filter(|(_, r)| r.status == StepStatus::Running)
+                .all(|(n, _)| self.waits.contains_key(n) || self.joins.contains_key(n))
+    }
+
+    /// Wait steps whose deadline has passed at `now`.
+    pub fn timed_out(&self, now: i64) -> Vec<String> {
+        self.waits
+            .iter()
+            .filter(|(_, w)| w.deadline_ms <= now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The wait of `step` ended with `outcome`: take the event's `next` (or the step's), or
+    /// on timeout `on_timeout` (or fail the run). Returns the step taken, if any; does nothing
+    /// when `step` is not waiting.
+    pub fn wait_ended(
+        &mut self,
+        def: &FlowDef,
+        step: &str,
+        outcome: WaitOutcome,
+        now: i64,
+    ) -> Option<String> {
+        if self.status != RunStatus::Running || self.waits.remove(step).is_none() {
+            return None;
+        }
+        let sd = def.step(step)?;
+        let Kind::Wait(w) = sd.kind() else {
+            return None;
+        };
+        let scope = self.steps.get(step).and_then(|r| r.scope.clone());
+        let (target, result) = match outcome {
+            WaitOutcome::Event { index, event } => {
+                let next = w
+                    .events
+                    .get(index)
+                    .and_then(|e| e.next.clone())
+                    .or_else(|| sd.next.clone());
+                (next, event)
+            }
+            WaitOutcome::Timeout => match &w.on_timeout {
+                Some(t) => {
+                    let input = self
+                        .steps
+                        .get(step)
+                        .map_or(Value::Null, |r| r.input.clone());
+                    (Some(t.clone()), input)
+                }
+                None => {
+                    self.fail_step(
+                        step,
+                        format!(
+                            "step {step:?}: no event came within {} (and the wait has no \
+                             on_timeout)",
+                            w.timeout
+                        ),
+                        now,
+                    );
+                    return None;
+                }
+            },
+        };
+        if let Some(r) = self.steps.get_mut(step) {
+            r.status = StepStatus::Succeeded;
+            r.result = Some(result.clone());
+            r.chose = target.clone();
+            r.ended_ms = Some(now);
+        }
+        match &target {
+            Some(t) => self.enter(def, t, Some(step), scope, now),
+            None => self.end_scope(def, scope, result, now),
+        }
+        target
     }
 
     /// Records that an attempt of `step` starts with invocation `invocation_id`.
@@ -229,6 +339,7 @@ impl RunState {
             self.status = RunStatus::Failed;
             self.failed_step = step.map(str::to_string);
             self.error = Some(error);
+            self.waits.clear();
         }
     }
 
@@ -338,6 +449,28 @@ impl RunState {
         );
         match sd.kind() {
             Kind::Invoke { .. } => {}
+            Kind::Wait(w) => {
+                let key = match &w.key {
+                    None => None,
+                    Some(p) => match input.pointer(p).and_then(key_text) {
+                        Some(k) => Some(k),
+                        None => {
+                            return self.fail_step(
+                                name,
+                                format!(
+                                    "step {name:?}: wait key: the input has nothing at JSON \
+                                     pointer {p:?}: {}",
+                                    short(&input)
+                                ),
+                                now,
+                            )
+                        }
+                    },
+                };
+                let deadline_ms = now.saturating_add(w.timeout_ms() as i64);
+                self.waits
+                    .insert(name.to_string(), WaitState { key, deadline_ms });
+            }
             Kind::Parallel { branches, .. } => {
                 self.joins.insert(
                     name.to_string(),
@@ -402,6 +535,8 @@ impl RunState {
             if self.status == RunStatus::Running {
                 self.status = RunStatus::Succeeded;
                 self.output = Some(result);
+                // Waits of other branches no longer matter (the run has ended).
+                self.waits.clear();
             }
             return;
         };
@@ -733,6 +868,146 @@ mod tests {
         assert_eq!(s.failed_step.as_deref(), Some("b"));
         assert!(
             s.error.as_deref().unwrap().contains("\"/nope\""),
+            "{:?}",
+            s.error
+        );
+    }
+
+    const WAITING: &str = r#"
+        [[steps]]
+        name = "ask"
+        function = "f"
+        next = "await"
+        [[steps]]
+        name = "await"
+        wait = { key = "/in/order", timeout = "10s", on_timeout = "late", events = [
+          { mqtt = "paid/+", key = "topic:2", next = "ship" },
+          { mqtt = "cancel/+", key = "topic:2" },
+        ] }
+        next = "refund"
+        [[steps]]
+        name = "ship"
+        function = "f"
+        [[steps]]
+        name = "refund"
+        function = "f"
+        [[steps]]
+        name = "late"
+        function = "f"
+    "#;
+
+    #[test]
+    fn a_wait_takes_the_branch_of_the_event_that_came() {
+        let d = def(WAITING);
+        for (index, step) in [(0, "ship"), (1, "refund")] {
+            let mut s = RunState::start(&d, json!({ "order": 7 }), 0);
+            drive(&d, &mut s, tag);
+            assert!(s.only_waiting(), "{s:?}");
+            assert_eq!(s.waits["await"].key.as_deref(), Some("7"));
+            // Entered at 1 (drive's clock): 10 s later.
+            assert_eq!(s.waits["await"].deadline_ms, 10_001);
+            // Round trip through the store's JSON while waiting.
+            let mut s: RunState =
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            assert!(s.timed_out(10_000).is_empty());
+            let event = json!({ "index": index, "data": "ev" });
+            let took = s.wait_ended(
+                &d,
+                "await",
+                WaitOutcome::Event {
+                    index,
+                    event: event.clone(),
+                },
+                5,
+            );
+            assert_eq!(took.as_deref(), Some(step));
+            assert!(s.waits.is_empty());
+            assert_eq!(s.steps["await"].result, Some(event.clone()));
+            assert_eq!(drive(&d, &mut s, tag), [step]);
+            assert_eq!(s.output, Some(json!({ "tag": step, "in": event })));
+            // A second outcome for the same wait changes nothing.
+            assert_eq!(s.wait_ended(&d, "await", WaitOutcome::Timeout, 6), None);
+        }
+    }
+
+    #[test]
+    fn a_wait_times_out_to_its_branch_or_fails_the_run() {
+        let d = def(WAITING);
+        let mut s = RunState::start(&d, json!({ "order": "x" }), 0);
+        drive(&d, &mut s, tag);
+        assert_eq!(s.timed_out(10_001), ["await"]);
+        let took = s.wait_ended(&d, "await", WaitOutcome::Timeout, 10_001);
+        assert_eq!(took.as_deref(), Some("late"));
+        assert_eq!(drive(&d, &mut s, tag), ["late"]);
+        assert_eq!(s.status, RunStatus::Succeeded);
+        // The late step gets the wait's input (the result before it).
+        assert_eq!(s.output.unwrap()["in"]["in"], json!({ "order": "x" }));
+
+        let d = def(&WAITING.replace(", on_timeout = \"late\"", "").replace(
+            "[[steps]]\n        name = \"late\"\n        function = \"f\"\n",
+            "",
+        ));
+        let mut s = RunState::start(&d, json!({ "order": "x" }), 0);
+        drive(&d, &mut s, tag);
+        s.wait_ended(&d, "await", WaitOutcome::Timeout, 10_000);
+        assert_eq!(s.status, RunStatus::Failed);
+        assert!(s
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no event came within 10s"));
+        assert!(s.waits.is_empty());
+    }
+
+    #[test]
+    fn a_wait_in_a_parallel_branch_holds_the_join_until_its_event() {
+        let d = def(r#"
+            [[steps]]
+            name = "fan"
+            parallel = ["work", "await"]
+            join = "object"
+            [[steps]]
+            name = "work"
+            function = "f"
+            [[steps]]
+            name = "await"
+            wait = { timeout = "1m", events = [{ mqtt = "go" }] }
+        "#);
+        let mut s = RunState::start(&d, json!(1), 0);
+        assert!(!s.only_waiting(), "the function branch is ready");
+        assert_eq!(drive(&d, &mut s, tag), ["work"]);
+        assert!(s.only_waiting());
+        assert_eq!(s.waits["await"].key, None);
+        let ev = json!({ "index": 0, "data": "go" });
+        // No `next` on the event or the step: the branch ends with the event.
+        assert_eq!(
+            s.wait_ended(
+                &d,
+                "await",
+                WaitOutcome::Event {
+                    index: 0,
+                    event: ev.clone()
+                },
+                2
+            ),
+            None
+        );
+        assert_eq!(s.status, RunStatus::Succeeded);
+        assert_eq!(
+            s.output,
+            Some(json!({ "work": { "tag": "work", "in": 1 }, "await": ev }))
+        );
+    }
+
+    #[test]
+    fn a_wait_without_its_key_in_the_input_fails_the_step() {
+        let d = def(WAITING);
+        let mut s = RunState::start(&d, json!({ "other": 1 }), 0);
+        drive(&d, &mut s, tag);
+        assert_eq!(s.status, RunStatus::Failed);
+        assert_eq!(s.failed_step.as_deref(), Some("await"));
+        assert!(
+            s.error.as_deref().unwrap().contains("\"/in/order\""),
             "{:?}",
             s.error
         );

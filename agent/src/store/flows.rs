@@ -8,7 +8,10 @@
 //!   dedup mark, the consumed queue row), and its end with its destination (on-success /
 //!   on-failure), each in one transaction.
 //! - Finished runs beyond [`KEEP_FINISHED_RUNS`] per flow are deleted as new runs start.
-//! - Changes write an info log line for `flow:NAME`, like function lifecycle changes.
+//! - Changes write an info log line for `flow:NAME`, like function lifecycle changes, and bump
+//!   the mappings revision, so the trigger runtime reloads the flows' event sources
+//!   (`flows/sources.rs`).
+//! - Partial AND matches of triggers and runs waiting for events: `flow_events.rs` (V8).
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,12 @@ pub struct FlowInfo {
     pub updated_ms: i64,
     /// Runs not finished yet.
     pub running: u64,
+    /// Partial AND matches of its trigger waiting for their other sources.
+    #[serde(default)]
+    pub partials: u64,
+    /// Partial AND matches dropped because their window ended (or the trigger changed).
+    #[serde(default)]
+    pub partials_expired: u64,
 }
 
 /// One run, with its state.
@@ -91,6 +100,7 @@ fn validate(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
     }
     def.validate()
         .map_err(|e| StoreError::InvalidFlow(e.to_string()))?;
+    check_http_paths(tx, name, def)?;
     for s in &def.steps {
         if let Some(f) = &s.function {
             let function = f.split_once(':').map_or(f.as_str(), |(n, _)| n);
@@ -105,6 +115,63 @@ fn validate(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
     Ok(())
 }
 
+/// The HTTP paths of `def`'s sources must be free: not twice in it, not a mapping's, not
+/// another flow's (the HTTP trigger routes a path to one target).
+fn check_http_paths(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
+    let paths = crate::flows::sources::http_paths(def);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let taken = |path: &str, by: String| {
+        Err(StoreError::InvalidFlow(format!(
+            "invalid flow: HTTP path {path:?} is already taken by {by}"
+        )))
+    };
+    for (i, path) in paths.iter().enumerate() {
+        if paths[..i].contains(path) {
+            return taken(path, "another source of this flow".into());
+        }
+        let mapping: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM mappings
+                  WHERE source_kind = 'http' AND json_extract(source, '$.path') = ?1",
+            )?
+            .query_row([path], |r| r.get(0))
+            .optional()?;
+        if let Some(m) = mapping {
+            return taken(path, format!("mapping {m}"));
+        }
+    }
+    for path in &paths {
+        if let Some(other) = flow_using_http_path(tx, path, Some(name))? {
+            return taken(path, format!("flow {other}"));
+        }
+    }
+    Ok(())
+}
+
+/// The flow (other than `except`) one of whose sources is `POST path`, if any.
+pub(crate) fn flow_using_http_path(
+    tx: &Transaction<'_>,
+    path: &str,
+    except: Option<&str>,
+) -> Result<Option<String>> {
+    let flows: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT name, definition FROM flows WHERE (?1 IS NULL OR name <> ?1)
+                AND definition LIKE '%\"http\"%'",
+        )?
+        .query_map([except], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, text) in flows {
+        let Ok(d) = parse_def(&text) else { continue };
+        if crate::flows::sources::http_paths(&d).contains(&path) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
 fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<(FlowInfo, String)> {
     Ok((
         FlowInfo {
@@ -115,15 +182,18 @@ fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<(FlowInfo, String)> {
             created_ms: row.get(4)?,
             updated_ms: row.get(5)?,
             running: row.get(6)?,
+            partials: row.get(7)?,
+            partials_expired: row.get(8)?,
         },
         row.get(1)?,
     ))
 }
 
 const FLOW_COLUMNS: &str = "name, definition, enabled, revision, created_ms, updated_ms,
-     (SELECT count(*) FROM flow_runs r WHERE r.flow = flows.name AND r.status = 'running')";
+     (SELECT count(*) FROM flow_runs r WHERE r.flow = flows.name AND r.status = 'running'),
+     (SELECT count(*) FROM flow_partials p WHERE p.flow = flows.name), partials_expired";
 
-fn get(tx: &Transaction<'_>, name: &str) -> Result<FlowInfo> {
+pub(crate) fn get(tx: &Transaction<'_>, name: &str) -> Result<FlowInfo> {
     let row = tx
         .prepare_cached(&format!("SELECT {FLOW_COLUMNS} FROM flows WHERE name = ?1"))?
         .query_row([name], flow_from_row)
@@ -202,6 +272,7 @@ impl Store {
                 None,
                 &format!("flow {name} created ({} steps)", def.steps.len()),
             )?;
+            super::mappings::bump_revision(tx)?;
             get(tx, name)
         })
     }
@@ -227,6 +298,7 @@ impl Store {
                 None,
                 &format!("flow {name} updated to revision {}", old.revision + 1),
             )?;
+            super::mappings::bump_revision(tx)?;
             get(tx, name)
         })
     }
@@ -260,7 +332,10 @@ impl Store {
             let f = get(tx, name)?;
             tx.prepare_cached("DELETE FROM flows WHERE name = ?1")?
                 .execute([name])?;
+            tx.prepare_cached("DELETE FROM flow_partials WHERE flow = ?1")?
+                .execute([name])?;
             lifecycle(tx, &flow_label(name), None, &format!("flow {name} deleted"))?;
+            super::mappings::bump_revision(tx)?;
             Ok(f)
         })
     }
@@ -276,6 +351,7 @@ impl Store {
                 .execute(params![name, enabled, now_ms()])?;
             let what = if enabled { "enabled" } else { "disabled" };
             lifecycle(tx, &flow_label(name), None, &format!("flow {name} {what}"))?;
+            super::mappings::bump_revision(tx)?;
             get(tx, name)
         })
     }
@@ -293,44 +369,7 @@ impl Store {
         let outbox_max = self.outbox_max_rows();
         self.write(|tx| {
             let f = get(tx, name)?;
-            if !f.enabled {
-                return Err(StoreError::InvalidFlow(format!(
-                    "flow {name:?} is disabled; enable it to start runs"
-                )));
-            }
-            let now = now_ms();
-            let state = RunState::start(&f.definition, input, now);
-            let run = FlowRun {
-                id: format!("{RUN_ID_PREFIX}{}", next_ulid()),
-                flow: name.to_string(),
-                revision: f.revision,
-                status: state.status,
-                trigger: trigger.to_string(),
-                created_ms: now,
-                updated_ms: now,
-                state,
-                definition: f.definition,
-            };
-            tx.prepare_cached(
-                "INSERT INTO flow_runs (id, flow, revision, definition, status, state, trigger,
-                                        created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            )?
-            .execute(params![
-                run.id,
-                run.flow,
-                run.revision,
-                json(&run.definition),
-                run.status.as_str(),
-                json(&run.state),
-                run.trigger,
-                now
-            ])?;
-            tx.prepare_cached(
-                "DELETE FROM flow_runs WHERE flow = ?1 AND status <> 'running' AND id <
-                   (SELECT id FROM flow_runs WHERE flow = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )?
-            .execute(params![name, KEEP_FINISHED_RUNS])?;
+            let run = insert_run(tx, f, input, trigger)?;
             apply_all(tx, extra, outbox_max)?;
             Ok(run)
         })
@@ -352,12 +391,20 @@ impl Store {
             }
             let n = tx
                 .prepare_cached(
-                    "UPDATE flow_runs SET status = ?2, state = ?3, updated_ms = ?4 WHERE id = ?1",
+                    "UPDATE flow_runs SET status = ?2, state = ?3, updated_ms = ?4, waiting = ?5
+                      WHERE id = ?1",
                 )?
-                .execute(params![id, state.status.as_str(), json(state), now_ms()])?;
+                .execute(params![
+                    id,
+                    state.status.as_str(),
+                    json(state),
+                    now_ms(),
+                    state.only_waiting()
+                ])?;
             if n == 0 {
                 return Err(StoreError::UnknownFlowRun(id.to_string()));
             }
+            super::flow_events::sync_waits(tx, id, state)?;
             apply_all(tx, extra, outbox_max)
         })
     }
@@ -427,6 +474,58 @@ impl Store {
     }
 }
 
+/// Starts a run of flow `f` on `input` in the caller's transaction (fails if the flow is
+/// disabled): its first steps entered, its waits registered.
+pub(crate) fn insert_run(
+    tx: &Transaction<'_>,
+    f: FlowInfo,
+    input: serde_json::Value,
+    trigger: &str,
+) -> Result<FlowRun> {
+    let name = f.name.as_str();
+    if !f.enabled {
+        return Err(StoreError::InvalidFlow(format!(
+            "flow {name:?} is disabled; enable it to start runs"
+        )));
+    }
+    let now = now_ms();
+    let state = RunState::start(&f.definition, input, now);
+    let run = FlowRun {
+        id: format!("{RUN_ID_PREFIX}{}", next_ulid()),
+        flow: name.to_string(),
+        revision: f.revision,
+        status: state.status,
+        trigger: trigger.to_string(),
+        created_ms: now,
+        updated_ms: now,
+        state,
+        definition: f.definition,
+    };
+    tx.prepare_cached(
+        "INSERT INTO flow_runs (id, flow, revision, definition, status, state, trigger,
+                                created_ms, updated_ms, waiting)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+    )?
+    .execute(params![
+        run.id,
+        run.flow,
+        run.revision,
+        json(&run.definition),
+        run.status.as_str(),
+        json(&run.state),
+        run.trigger,
+        now,
+        run.state.only_waiting()
+    ])?;
+    super::flow_events::sync_waits(tx, &run.id, &run.state)?;
+    tx.prepare_cached(
+        "DELETE FROM flow_runs WHERE flow = ?1 AND status <> 'running' AND id <
+           (SELECT id FROM flow_runs WHERE flow = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![name, KEEP_FINISHED_RUNS])?;
+    Ok(run)
+}
+
 pub(crate) fn flow_exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM flows WHERE name = ?1")?
@@ -435,7 +534,7 @@ pub(crate) fn flow_exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
         .is_some())
 }
 
-fn apply_all(tx: &Transaction<'_>, extra: &CommitExtra, outbox_max: u64) -> Result<()> {
+pub(crate) fn apply_all(tx: &Transaction<'_>, extra: &CommitExtra, outbox_max: u64) -> Result<()> {
     if extra.is_empty() {
         return Ok(());
     }
@@ -447,7 +546,7 @@ fn apply_all(tx: &Transaction<'_>, extra: &CommitExtra, outbox_max: u64) -> Resu
     Ok(())
 }
 
-fn json<T: Serialize>(v: &T) -> String {
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 

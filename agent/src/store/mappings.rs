@@ -286,6 +286,11 @@ pub(crate) fn validate(tx: &Transaction<'_>, m: &Mapping) -> Result<()> {
                 mapping: other,
             });
         }
+        if let Some(flow) = super::flows::flow_using_http_path(tx, path, None)? {
+            return Err(invalid(format!(
+                "HTTP path {path:?} is already taken by the trigger or a wait step of flow {flow}"
+            )));
+        }
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::error::{Result, StoreError};
 pub(crate) const APPLICATION_ID: i32 = 0x6564_6766;
 
 /// The migrations, in order. Index `i` brings the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Applies every migration not yet applied; returns the resulting schema version.
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<u32> {
@@ -548,6 +548,37 @@ CREATE TABLE flow_runs (
 ) WITHOUT ROWID;
 CREATE INDEX flow_runs_by_flow ON flow_runs (flow, id);
 CREATE INDEX flow_runs_running ON flow_runs (status) WHERE status = 'running';
+"#;
+
+/// Schema version 8: flows' event sources (docs/flows.md). Partial AND matches of flow
+/// triggers, runs waiting at `wait` steps (and the event that resolved a wait, until the run
+/// takes it), whether a run has nothing to do but wait, and how many partial matches expired.
+const V8: &str = r#"
+CREATE TABLE flow_partials (
+    flow       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    events     TEXT NOT NULL,
+    first_ms   INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (flow, key)
+) WITHOUT ROWID;
+CREATE INDEX flow_partials_expiry ON flow_partials (expires_ms);
+
+CREATE TABLE flow_waits (
+    run         TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    flow        TEXT NOT NULL,
+    key         TEXT,
+    deadline_ms INTEGER NOT NULL,
+    event_index INTEGER,
+    event       TEXT,
+    PRIMARY KEY (run, step)
+) WITHOUT ROWID;
+CREATE INDEX flow_waits_open ON flow_waits (flow, step, key) WHERE event IS NULL;
+
+ALTER TABLE flows ADD COLUMN partials_expired INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE flow_runs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
 "#;
 
 #[cfg(test)]

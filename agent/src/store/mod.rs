@@ -30,7 +30,9 @@
 //! | `cloud_states` | `slot` | cloud sync (V3): the `current` desired state and the `previous` healthy one (rollback target) |
 //! | `cloud_failures` | `deployment` | cloud sync (V3): deployments rolled back on this device, reported `failed` |
 //! | `flows` | `name` | flow definitions (V7): JSON, enabled, revision |
-//! | `flow_runs` | `id` | flow runs (V7): the definition they run, status, whole state as JSON (rewritten after every step) |
+//! | `flow_runs` | `id` | flow runs (V7): the definition they run, status, whole state as JSON (rewritten after every step); `waiting` (V8): nothing to do but wait for events |
+//! | `flow_partials` | `flow, key` | partial AND matches of flow triggers (V8): one event slot per source, expiry time |
+//! | `flow_waits` | `run, step` | runs waiting at `wait` steps (V8): correlation key, deadline, and the event that came, until the run takes it |
 //! | `module_pins` | `sha256` | cloud sync (V3): modules of the rollback target, kept by garbage collection |
 //! | `jobs` | `id` | batch jobs (V5): function + qualifier, state, parallelism, retries, task counters |
 //! | `job_tasks` | `(job, idx)` | batch-job tasks (V5): payload, state, attempts, result or error, last invocation |
@@ -64,6 +66,7 @@
 //! - [`cloud`]: cloud-managed state (V3): activation in one transaction, rollback, health data
 //! - [`jobs`]: batch jobs and their tasks (V5); a task's result commits with its invocation
 //! - [`flows`]: flow definitions and durable flow runs (V7, docs/flows.md)
+//! - [`flow_events`]: flows' trigger joins (partial AND matches) and waiting runs (V8)
 
 pub mod alias;
 pub mod cloud;
@@ -72,6 +75,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod dedup;
 pub mod error;
+pub mod flow_events;
 pub mod flows;
 pub mod functions;
 pub mod invocations;

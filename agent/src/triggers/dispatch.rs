@@ -293,6 +293,27 @@ impl Dispatcher {
             dequeue: carry.dequeue,
             ..CommitExtra::default()
         };
+        // A source of the flow's `[trigger]` or of one of its wait steps (flows/sources.rs).
+        if let Some(source) = route
+            .mapping_id
+            .as_deref()
+            .and_then(crate::flows::sources::SourceRef::parse)
+        {
+            return match crate::flows::events::source_event(
+                &self.daemon,
+                source,
+                event.clone(),
+                extra,
+            )
+            .await
+            {
+                Ok(invoked) => Delivered::Success {
+                    invoked,
+                    attempts: 1,
+                },
+                Err(e) => self.refuse(route, &event, &carry, 0, e.to_string()).await,
+            };
+        }
         let trigger = route
             .mapping_id
             .as_ref()
@@ -300,7 +321,7 @@ impl Dispatcher {
         let input = crate::flows::value_from_bytes(&event.data);
         match crate::flows::start(&self.daemon, flow, input, &trigger, extra).await {
             Ok(run) => Delivered::Success {
-                invoked: crate::flows::engine::started_invocation(&route.function, &run.id),
+                invoked: crate::flows::events::started_invocation(&route.function, &run.id),
                 attempts: 1,
             },
             Err(e) => self.refuse(route, &event, &carry, 0, e.to_string()).await,

@@ -2,7 +2,8 @@
 //! `function:` destinations), all delivering through one [`Dispatcher`] (docs/triggers.md).
 //!
 //! [`Triggers::start`] wires the actors: the mapping watcher (reloads the mapping set when the
-//! store's mapping revision moves, so changes apply without a restart), one task per schedule,
+//! store's mapping revision moves, so changes apply without a restart; the set also holds the
+//! flows' trigger and wait sources, `flows/sources.rs`), one task per schedule,
 //! the HTTP listener, the MQTT link, and the queue worker.
 
 pub mod dispatch;
@@ -87,9 +88,16 @@ impl Triggers {
     }
 }
 
+/// The stored mappings, then the flows' event sources as mappings (`flows/sources.rs`; the
+/// store keeps their HTTP paths apart from the mappings').
 async fn load(daemon: &Daemon) -> Option<Vec<Mapping>> {
     let store = daemon.store().clone();
-    match tokio::task::spawn_blocking(move || store.list_mappings(None)).await {
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut m = store.list_mappings(None)?;
+        m.extend(crate::flows::sources::mappings(&store.list_flows()?));
+        Ok::<_, crate::store::StoreError>(m)
+    });
+    match loaded.await {
         Ok(Ok(m)) => Some(m),
         Ok(Err(e)) => {
             eprintln!("edgefn-agent: cannot load mappings: {e}");

@@ -517,3 +517,548 @@ fn mqtt_messages_start_runs_whose_result_goes_to_a_topic() {
         .iter()
         .all(|r| r["trigger"].as_str().unwrap().starts_with("mapping:m-")));
 }
+
+/// A test's MQTT client: publishes at QoS 1 (a background thread drives the connection).
+struct Mqtt {
+    client: rumqttc::v5::Client,
+}
+
+impl Mqtt {
+    fn connect(id: &str) -> Mqtt {
+        use rumqttc::v5::{Client, MqttOptions};
+        let mut o = MqttOptions::new(id.replace('/', "-"), "127.0.0.1", 1883);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(o, 256);
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                if ev.is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        Mqtt { client }
+    }
+
+    fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+            )
+            .unwrap();
+    }
+}
+
+/// A topic prefix of two levels, unique to this test run.
+fn prefix(tag: &str) -> String {
+    format!("edgefn-it/flowev-{tag}-{}-{}", std::process::id(), now_ms())
+}
+
+fn flow_info(a: &Agent, name: &str) -> Value {
+    a.cli(&["flow", "get", name, "--json"]).json()
+}
+
+fn runs_of(a: &Agent, name: &str) -> Vec<Value> {
+    a.cli(&["flow", "runs", name, "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Polls `flow get` until `f` holds on it.
+fn until_flow(a: &Agent, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    a.poll(what, WAIT, || {
+        let v = flow_info(a, name);
+        f(&v).then_some(v)
+    })
+}
+
+/// Polls `flow run ID` until the run has ended.
+fn until_ended(a: &Agent, id: &str) -> Value {
+    a.poll("the run to end", WAIT, || {
+        let r = run_json(a, id);
+        (r["status"] != "running").then_some(r)
+    })
+}
+
+/// Publishes `payload` on `topic` every 200 ms until `done` gives a value.
+fn publish_until<T>(
+    a: &Agent,
+    mqtt: &Mqtt,
+    topic: &str,
+    payload: &str,
+    what: &str,
+    mut done: impl FnMut() -> Option<T>,
+) -> T {
+    let mut last = std::time::Instant::now() - Duration::from_secs(1);
+    a.poll(what, WAIT, || {
+        if last.elapsed() >= Duration::from_millis(200) {
+            mqtt.publish(topic, payload);
+            last = std::time::Instant::now();
+        }
+        done()
+    })
+}
+
+#[test]
+fn an_and_trigger_joins_the_events_of_all_sources_with_one_key_within_its_window() {
+    let p = prefix("and");
+    let a = Agent::start_with("flows-and", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a"], "");
+    flow(
+        &a,
+        "joined",
+        &format!(
+            r#"
+[trigger]
+all = [{{ mqtt = "{p}/temp/+", name = "temp" }}, {{ mqtt = "{p}/door/+", name = "door" }}]
+key = "topic:4"
+window = "2s"
+[[steps]]
+name = "s"
+function = "a"
+"#
+        ),
+    );
+    // Both subscriptions live: one partial match per key (w1, w2), never joined.
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/temp/w1"),
+        "1",
+        "a temp partial",
+        || (flow_info(&a, "joined")["partials"].as_u64() >= Some(1)).then_some(()),
+    );
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/door/w2"),
+        "1",
+        "a door partial",
+        || (flow_info(&a, "joined")["partials"].as_u64() >= Some(2)).then_some(()),
+    );
+    // The window ends: both are dropped, counted and logged; no run started.
+    let f = until_flow(&a, "joined", "the partials to expire", |v| {
+        v["partials"] == 0 && v["partials_expired"].as_u64() >= Some(2)
+    });
+    let expired = f["partials_expired"].as_u64().unwrap();
+    assert!(count_logs(&a, "flow:joined", "expired") >= 2);
+    assert!(runs_of(&a, "joined").is_empty());
+
+    // Different keys do not join.
+    mqtt.publish(&format!("{p}/temp/k1"), r#"{"t": 21}"#);
+    mqtt.publish(&format!("{p}/door/k2"), r#"{"open": true}"#);
+    until_flow(&a, "joined", "two partials", |v| v["partials"] == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(runs_of(&a, "joined").is_empty());
+
+    // The other source with the same key, within the window: one run with both events.
+    mqtt.publish(&format!("{p}/door/k1"), r#"{"open": false}"#);
+    let runs = a.poll("the joined run", WAIT, || {
+        let r = runs_of(&a, "joined");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = until_ended(&a, runs[0]["id"].as_str().unwrap());
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(run["trigger"]
+        .as_str()
+        .unwrap()
+        .starts_with("trigger:joined:"));
+    let input = &run["state"]["input"];
+    assert_eq!(input["key"], "k1", "{input:#}");
+    assert_eq!(input["events"][0]["name"], "temp");
+    assert_eq!(input["events"][0]["index"], 0);
+    assert_eq!(input["events"][0]["source"], "mqtt");
+    assert_eq!(input["events"][0]["subject"], format!("{p}/temp/k1"));
+    assert_eq!(input["events"][0]["data"], json!({ "t": 21 }));
+    assert_eq!(input["events"][1]["name"], "door");
+    assert_eq!(input["events"][1]["subject"], format!("{p}/door/k1"));
+    assert_eq!(input["events"][1]["data"], json!({ "open": false }));
+    assert_eq!(run["state"]["output"], json!({ "tag": "a", "in": input }));
+
+    // k2 never got its other event: its window ends, and a late temp/k2 starts over.
+    let f = until_flow(&a, "joined", "k2's partial to expire", |v| {
+        v["partials"] == 0
+    });
+    assert_eq!(f["partials_expired"].as_u64(), Some(expired + 1));
+    mqtt.publish(&format!("{p}/temp/k2"), "2");
+    until_flow(&a, "joined", "a new k2 partial", |v| v["partials"] == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_of(&a, "joined").len(), 1);
+    let shown = a.cli(&["flow", "get", "joined"]).ok();
+    assert!(shown.contains("expired matches"), "{shown}");
+}
+
+#[test]
+fn an_or_trigger_starts_one_run_per_event_of_any_source() {
+    let p = prefix("or");
+    let path = format!("/flowev-or-{}", std::process::id());
+    let a = Agent::start_with("flows-or", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a"], "");
+    flow(
+        &a,
+        "either",
+        &format!(
+            r#"
+[trigger]
+any = [{{ mqtt = "{p}/in/+", key = "topic:4" }}, {{ http = "{path}", name = "web" }}]
+[[steps]]
+name = "s"
+function = "a"
+"#
+        ),
+    );
+    // HTTP: answered with the run's id.
+    let http = crate::daemon_support::Http::new(&a.http_url, None);
+    let started = a.poll("the HTTP source to be live", WAIT, || {
+        let r = http.send(
+            "POST",
+            &path,
+            &[("content-type", "application/json")],
+            br#"{"n": 1}"#,
+        );
+        (r.status == 200).then(|| r.json())
+    });
+    let run = until_ended(&a, started["run"].as_str().unwrap());
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let input = &run["state"]["input"];
+    assert_eq!(input["key"], Value::Null);
+    assert_eq!(input["events"].as_array().unwrap().len(), 1);
+    assert_eq!(input["events"][0]["index"], 1);
+    assert_eq!(input["events"][0]["name"], "web");
+    assert_eq!(input["events"][0]["source"], "http");
+    assert_eq!(input["events"][0]["data"], json!({ "n": 1 }));
+
+    // MQTT: once live, each message starts exactly one run.
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/in/warm"),
+        "0",
+        "an MQTT run",
+        || (runs_of(&a, "either").len() >= 2).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = runs_of(&a, "either").len();
+    for i in 0..3 {
+        mqtt.publish(&format!("{p}/in/dev{i}"), &format!(r#"{{"i": {i}}}"#));
+    }
+    a.poll("three more runs", WAIT, || {
+        (runs_of(&a, "either").len() == before + 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = runs_of(&a, "either");
+    assert_eq!(runs.len(), before + 3);
+    // The three newest (messages are processed concurrently, so in any order).
+    let mut keys: Vec<String> = runs[..3]
+        .iter()
+        .map(|r| {
+            let run = until_ended(&a, r["id"].as_str().unwrap());
+            let ev = &run["state"]["input"]["events"][0];
+            assert_eq!(ev["index"], 0, "{run:#}");
+            let key = run["state"]["input"]["key"].as_str().unwrap().to_string();
+            assert_eq!(
+                ev["data"]["i"].to_string(),
+                key.replace("dev", ""),
+                "{run:#}"
+            );
+            key
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["dev0", "dev1", "dev2"]);
+
+    // A schedule source; disabling the flow stops it.
+    flow(
+        &a,
+        "ticks",
+        "[trigger]\nany = [{ every = \"300ms\", name = \"tick\" }]\n\
+         [[steps]]\nname = \"s\"\nfunction = \"a\"\n",
+    );
+    let runs = a.poll("two scheduled runs", WAIT, || {
+        let r = runs_of(&a, "ticks");
+        (r.len() >= 2).then_some(r)
+    });
+    let ev = &runs[0]["state"]["input"]["events"][0];
+    assert_eq!(ev["source"], "schedule", "{ev:#}");
+    assert_eq!(ev["name"], "tick");
+    assert_eq!(ev["subject"], "trigger:ticks:0");
+    a.cli(&["flow", "disable", "ticks"]).ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = runs_of(&a, "ticks").len();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(runs_of(&a, "ticks").len(), stopped, "no runs once disabled");
+}
+
+#[test]
+fn an_and_partial_match_survives_kill_9_within_its_window() {
+    let p = prefix("andkill");
+    let mut a = Agent::start_with("flows-and-kill", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a"], "");
+    flow(
+        &a,
+        "durable",
+        &format!(
+            r#"
+[trigger]
+all = [{{ mqtt = "{p}/x/+" }}, {{ mqtt = "{p}/y/+" }}]
+key = "topic:4"
+window = "30s"
+[[steps]]
+name = "s"
+function = "a"
+"#
+        ),
+    );
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/x/warm"),
+        "0",
+        "the subscription",
+        || (flow_info(&a, "durable")["partials"] == 1).then_some(()),
+    );
+    mqtt.publish(&format!("{p}/x/k1"), r#"{"from": "before"}"#);
+    until_flow(&a, "durable", "the k1 partial", |v| v["partials"] == 2);
+    a.kill9();
+    a.restart();
+    assert_eq!(flow_info(&a, "durable")["partials"], 2);
+    // The persistent session keeps the subscription: the other half joins the stored half.
+    mqtt.publish(&format!("{p}/y/k1"), r#"{"from": "after"}"#);
+    let runs = a.poll("the joined run after the restart", WAIT, || {
+        let r = runs_of(&a, "durable");
+        (!r.is_empty()).then_some(r)
+    });
+    let run = until_ended(&a, runs[0]["id"].as_str().unwrap());
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let input = &run["state"]["input"];
+    assert_eq!(input["key"], "k1");
+    assert_eq!(input["events"][0]["data"], json!({ "from": "before" }));
+    assert_eq!(input["events"][1]["data"], json!({ "from": "after" }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_of(&a, "durable").len(), 1);
+    assert_eq!(flow_info(&a, "durable")["partials"], 1, "warm stays");
+}
+
+/// A flow that asks, then waits for `paid/ORDER` (→ ship) or `cancel/ORDER` (→ refund), or
+/// its timeout (→ late).
+fn waiting_flow(p: &str, timeout: &str) -> String {
+    format!(
+        r#"
+[[steps]]
+name = "ask"
+function = "a"
+next = "await"
+[[steps]]
+name = "await"
+wait = {{ key = "/in/order", timeout = "{timeout}", on_timeout = "late", events = [
+  {{ mqtt = "{p}/paid/+", key = "topic:4", next = "ship" }},
+  {{ mqtt = "{p}/cancel/+", key = "topic:4", next = "refund", name = "cancel" }},
+] }}
+[[steps]]
+name = "ship"
+function = "ship"
+[[steps]]
+name = "refund"
+function = "refund"
+[[steps]]
+name = "late"
+function = "late"
+"#
+    )
+}
+
+fn start_run(a: &Agent, flow: &str, data: &str) -> String {
+    a.cli(&["flow", "start", flow, "--data", data])
+        .ok()
+        .trim()
+        .to_string()
+}
+
+fn until_waiting(a: &Agent, id: &str) {
+    a.poll("the run to wait", WAIT, || {
+        let r = run_json(a, id);
+        r["state"]["waits"]["await"].is_object().then_some(())
+    });
+}
+
+#[test]
+fn a_wait_step_takes_the_branch_of_the_event_that_came_and_survives_a_restart() {
+    let p = prefix("wait");
+    let mut a = Agent::start_with("flows-wait", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a", "ship", "refund", "late"], "");
+    flow(&a, "order", &waiting_flow(&p, "5m"));
+    let one = start_run(&a, "order", r#"{"order": "o1"}"#);
+    let two = start_run(&a, "order", r#"{"order": "o2"}"#);
+    until_waiting(&a, &one);
+    until_waiting(&a, &two);
+    // Cancel o1: run one takes the refund branch; run two (o2) goes on waiting.
+    let run = publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/cancel/o1"),
+        r#"{"why": "changed mind"}"#,
+        "run one to leave its wait",
+        || {
+            let r = run_json(&a, &one);
+            (r["status"] != "running").then_some(r)
+        },
+    );
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let took = &run["state"]["steps"]["await"];
+    assert_eq!(took["chose"], "refund", "{run:#}");
+    assert_eq!(took["result"]["name"], "cancel");
+    assert_eq!(took["result"]["key"], "o1");
+    assert_eq!(took["result"]["data"], json!({ "why": "changed mind" }));
+    assert_eq!(run["state"]["output"]["tag"], "refund");
+    assert_eq!(run["state"]["output"]["in"]["index"], 1);
+    assert!(run["state"]["steps"].get("ship").is_none());
+    let r2 = run_json(&a, &two);
+    assert_eq!(r2["status"], "running", "{r2:#}");
+    assert!(r2["state"]["waits"]["await"].is_object());
+    let table = a.cli(&["flow", "run", &two]).ok();
+    assert!(
+        table.contains("waiting for an event with key o2 until"),
+        "{table}"
+    );
+    assert_eq!(count_logs(&a, "refund", "flow-step refund ran"), 1);
+
+    // The waiting run survives kill -9, and the event after the restart resumes it (a disabled
+    // flow starts no runs, but its running runs go on).
+    a.cli(&["flow", "disable", "order"]).ok();
+    a.kill9();
+    a.restart();
+    assert_eq!(run_json(&a, &two)["status"], "running");
+    let run = publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/paid/o2"),
+        r#"{"amount": 5}"#,
+        "run two to leave its wait",
+        || {
+            let r = run_json(&a, &two);
+            (r["status"] != "running").then_some(r)
+        },
+    );
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["state"]["steps"]["await"]["chose"], "ship");
+    assert_eq!(run["state"]["output"]["tag"], "ship");
+    assert_eq!(run["state"]["output"]["in"]["data"], json!({ "amount": 5 }));
+    // Each step ran once (the ask steps before the restart are not run again).
+    assert_eq!(count_logs(&a, "a", "flow-step a ran"), 2);
+    assert_eq!(count_logs(&a, "ship", "flow-step ship ran"), 1);
+    assert_eq!(count_logs(&a, "late", "flow-step late ran"), 0);
+}
+
+#[test]
+fn a_wait_step_takes_its_timeout_branch_when_no_event_comes() {
+    let p = prefix("waitlate");
+    let a = Agent::start_with("flows-wait-late", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    steps(&a, &["a", "ship", "refund", "late"], "");
+    flow(&a, "hurry", &waiting_flow(&p, "1s"));
+    let id = start_run(&a, "hurry", r#"{"order": "o9"}"#);
+    let run = until_ended(&a, &id);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let took = &run["state"]["steps"]["await"];
+    assert_eq!(took["chose"], "late", "{run:#}");
+    let waited = took["ended_ms"].as_i64().unwrap() - took["started_ms"].as_i64().unwrap();
+    assert!(waited >= 1000, "{waited}");
+    // The timeout branch gets the wait's input: the ask step's result.
+    assert_eq!(
+        run["state"]["output"],
+        json!({ "tag": "late", "in": { "tag": "a", "in": { "order": "o9" } } })
+    );
+    assert!(count_logs(&a, "flow:hurry", "timed out") >= 1);
+}
+
+/// 300 keys: each key's first source committed, then the second sources' QoS 1 messages with
+/// the agent killed (SIGKILL) mid-burst and restarted on the same session. Every key joins
+/// exactly once: 300 runs, one per key, and no partial match left over (a message counted twice
+/// would start a second partial match or a second run).
+#[test]
+fn and_joins_are_exactly_once_across_kill_9() {
+    const N: usize = 300;
+    let p = prefix("andonce");
+    let mut a = Agent::start_with("flows-and-once", &["--mqtt", "mqtt://127.0.0.1:1883"]);
+    let mqtt = Mqtt::connect(&format!("{p}-pub"));
+    steps(&a, &["a"], "");
+    flow(
+        &a,
+        "once",
+        &format!(
+            r#"
+[trigger]
+all = [{{ mqtt = "{p}/x/+" }}, {{ mqtt = "{p}/y/+" }}]
+key = "/k"
+window = "10m"
+[[steps]]
+name = "s"
+function = "a"
+"#
+        ),
+    );
+    let partials = |a: &Agent| {
+        a.http().get("/v1/flows/once").json()["partials"]
+            .as_u64()
+            .unwrap()
+    };
+    publish_until(
+        &a,
+        &mqtt,
+        &format!("{p}/x/1"),
+        r#"{"k": "warm"}"#,
+        "the subscription",
+        || (partials(&a) == 1).then_some(()),
+    );
+    for i in 0..N {
+        mqtt.publish(
+            &format!("{p}/x/1"),
+            &format!(r#"{{"k": "k{i}", "i": {i}}}"#),
+        );
+    }
+    a.poll("every first half stored", WAIT, || {
+        (partials(&a) == N as u64 + 1).then_some(())
+    });
+    for i in 0..N {
+        mqtt.publish(&format!("{p}/y/2"), &format!(r#"{{"k": "k{i}"}}"#));
+    }
+    let at_kill = a.poll("some joins", WAIT, || {
+        let n = partials(&a);
+        (n <= N as u64 - 30).then_some(n)
+    });
+    a.kill9();
+    eprintln!("killed with {at_kill} partial matches left of {}", N + 1);
+    assert!(at_kill > 1, "killed too late: every key had joined");
+    a.restart();
+    a.poll("every key joined", Duration::from_secs(120), || {
+        (partials(&a) == 1).then_some(())
+    });
+    let runs = a.poll("a run per key", WAIT, || {
+        let r = a
+            .cli(&["flow", "runs", "once", "--limit", "1000", "--json"])
+            .json();
+        let r = r.as_array().unwrap().clone();
+        (r.len() >= N).then_some(r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(partials(&a), 1, "only the warm-up key is left");
+    let mut keys: Vec<String> = runs
+        .iter()
+        .map(|r| r["state"]["input"]["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        (runs.len(), keys.len()),
+        (N, N),
+        "killed at {at_kill} partials"
+    );
+}
