@@ -1,6 +1,7 @@
 //! The HTTP API (docs/cloud-api.md): JSON under `/v1`, one file per resource.
 //!
 //! - operator endpoints (`Authorization: Bearer <operator token>`): [`functions`], [`mappings`],
+//!   [`flows`],
 //!   [`devices`] (and groups), [`deployments`], [`keys`], and [`invoke`] (remote invoke of a
 //!   function on one device, relayed over the cloud-side MQTT broker) and [`jobs`] (batch jobs
 //!   on one device, relayed the same way);
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod deployments;
 pub mod devices;
 pub mod error;
+pub mod flows;
 pub mod functions;
 pub mod invoke;
 pub mod jobs;
@@ -67,6 +69,13 @@ pub fn router(service: Service) -> Router {
                 .patch(mappings::update)
                 .delete(mappings::delete),
         )
+        .route("/v1/flows", post(flows::create).get(flows::list))
+        .route(
+            "/v1/flows/{name}",
+            get(flows::get).put(flows::update).delete(flows::delete),
+        )
+        .route("/v1/flows/{name}/enable", post(flows::enable))
+        .route("/v1/flows/{name}/disable", post(flows::disable))
         .route("/v1/mappings/{id}/pause", post(mappings::pause))
         .route("/v1/mappings/{id}/resume", post(mappings::resume))
         .route(

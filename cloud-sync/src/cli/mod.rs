@@ -11,6 +11,7 @@ pub mod build;
 pub mod client;
 pub mod deploy;
 pub mod device;
+pub mod flow;
 pub mod function;
 pub mod invoke;
 pub mod job;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Event-source mappings (deployed with `deploy create --mapping`).
     #[command(subcommand)]
     Mapping(Box<mapping::MappingCmd>),
+    /// Flows (deployed with `deploy create --flow`).
+    #[command(subcommand)]
+    Flow(flow::FlowCmd),
     /// Devices and enrollment tokens.
     #[command(subcommand)]
     Device(device::DeviceCmd),
@@ -165,6 +169,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Function(cmd) => function::run_function(&c, json, cmd),
         Command::Alias(cmd) => function::run_alias(&c, json, cmd),
         Command::Mapping(cmd) => mapping::run(&c, json, *cmd),
+        Command::Flow(cmd) => flow::run(&c, json, cmd),
         Command::Device(cmd) => device::run_device(&c, json, cmd),
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),

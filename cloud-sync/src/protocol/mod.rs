@@ -9,6 +9,8 @@
 //! - [`manifest`]: a published version's manifest (function, version, module sha256/size, spec).
 //! - [`desired`]: a device's desired-state document.
 //! - [`enroll`]: enrollment request and response.
+//! - [`flow`], [`flow_trigger`]: flow definitions and their triggers and waits: parsing (TOML,
+//!   JSON) and validation, the agent's and the cloud registry's one copy.
 //! - [`invoke`]: remote invoke: the signed request the cloud relays to a device over MQTT, the
 //!   device's reply, and [`verify_invoke`].
 //! - [`jobs`]: batch job operations relayed over the remote-invoke channel, the job document
@@ -27,6 +29,8 @@
 pub mod check;
 pub mod desired;
 pub mod enroll;
+pub mod flow;
+pub mod flow_trigger;
 pub mod histogram;
 pub mod invoke;
 pub mod jobs;
@@ -42,7 +46,9 @@ pub mod topic;
 pub mod verify;
 
 pub use check::ModuleCheck;
-pub use desired::{AliasState, DesiredDocument, DesiredState, FunctionState, MappingState};
+pub use desired::{
+    AliasState, DesiredDocument, DesiredState, FlowState, FunctionState, MappingState,
+};
 pub use enroll::{EnrollRequest, EnrollResponse};
 pub use invoke::{verify_invoke, InvokeMessage, InvokeReply, InvokeRequest, ReplyStatus};
 pub use keycert::KeyCert;

@@ -33,6 +33,7 @@ pub mod desired;
 pub mod devices;
 pub mod fleet_logs;
 pub mod fleet_stats;
+pub mod flows;
 pub mod functions;
 pub mod groups;
 pub mod mappings;
