@@ -51,6 +51,20 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status (relayed job operations map it to a refusal code).
+    pub fn status(&self) -> u16 {
+        self.status.as_u16()
+    }
+
+    /// The `code` of the error body (`not_found`, `conflict`, `disabled`, `invalid`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -1,11 +1,17 @@
 //! `/v1/jobs...`: batch jobs (docs/agent-api.md, "Jobs"). The runner (`jobs/runner.rs`) picks
 //! a submitted job up from the store within its tick; a cancel reaches it the same way.
+//!
+//! Each operation is a blocking function of the daemon ([`submit_job`], [`job_doc`],
+//! [`list_jobs`], [`results_page`]) that the handlers run on the blocking pool and that job
+//! operations relayed from the cloud (`sync/remote.rs`) call too, so both give the same
+//! answers and errors.
 
 use super::{blocking, ApiError, AppState};
+use crate::daemon::Daemon;
 use crate::jobs::{input, results, Format};
 use crate::spec::FunctionSpec;
 use crate::store::jobs::{TaskFailure, MAX_PAGE};
-use crate::store::{Job, JobState, NewJob, Qualifier, StoreError, TaskInput};
+use crate::store::{Job, JobState, NewJob, Qualifier, TaskInput};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,19 +22,19 @@ use serde::{Deserialize, Serialize};
 const FAILURES_SHOWN: u32 = 100;
 
 /// `POST /v1/jobs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
-    function: String,
-    qualifier: Option<String>,
+    pub function: String,
+    pub qualifier: Option<String>,
     /// `jsonl` or `csv`, with `input`.
-    format: Option<String>,
+    pub format: Option<String>,
     /// The input file's text.
-    input: Option<String>,
+    pub input: Option<String>,
     /// Or the payloads themselves (each a task, as plain text).
-    items: Option<Vec<String>>,
-    parallelism: Option<u32>,
-    retries: Option<u32>,
+    pub items: Option<Vec<String>>,
+    pub parallelism: Option<u32>,
+    pub retries: Option<u32>,
 }
 
 /// The Job document.
@@ -48,6 +54,13 @@ pub async fn submit(
     State(s): State<AppState>,
     Json(req): Json<Submit>,
 ) -> Result<(StatusCode, Json<JobDoc>), ApiError> {
+    let d = s.daemon.clone();
+    let doc = blocking(move || submit_job(&d, req)).await?;
+    Ok((StatusCode::CREATED, Json(doc)))
+}
+
+/// Stores a submitted job (the runner picks it up): the Job document with `warnings`.
+pub fn submit_job(d: &Daemon, req: Submit) -> Result<JobDoc, ApiError> {
     let qualifier = req.qualifier.clone().unwrap_or_else(|| "latest".into());
     let parsed = Qualifier::parse(&qualifier)?;
     let parallelism = req.parallelism.unwrap_or(1);
@@ -55,42 +68,34 @@ pub async fn submit(
         return Err(ApiError::invalid("parallelism must be at least 1"));
     }
     let retries = req.retries.unwrap_or(2);
-    let d = s.daemon.clone();
-    let (job, warnings) = blocking(move || -> Result<_, ApiError> {
-        let (tasks, source) = tasks_of(&req)?;
-        let r = d.store().resolve(&req.function, &parsed, "")?;
-        if !r.enabled {
-            return Err(crate::daemon::InvokeError::Disabled(req.function.clone()).into());
+    let (tasks, source) = tasks_of(&req)?;
+    let r = d.store().resolve(&req.function, &parsed, "")?;
+    if !r.enabled {
+        return Err(crate::daemon::InvokeError::Disabled(req.function.clone()).into());
+    }
+    let mut warnings = Vec::new();
+    if let Ok(spec) = FunctionSpec::parse(&r.spec) {
+        if parallelism as usize > spec.max_concurrency {
+            warnings.push(format!(
+                "parallelism {parallelism} is more than {}'s max_concurrency {}: at most {} \
+                 instance(s) run at once (raise max_concurrency in its spec)",
+                req.function, spec.max_concurrency, spec.max_concurrency
+            ));
         }
-        let mut warnings = Vec::new();
-        if let Ok(spec) = FunctionSpec::parse(&r.spec) {
-            if parallelism as usize > spec.max_concurrency {
-                warnings.push(format!(
-                    "parallelism {parallelism} is more than {}'s max_concurrency {}: at most {} \
-                     instance(s) run at once (raise max_concurrency in its spec)",
-                    req.function, spec.max_concurrency, spec.max_concurrency
-                ));
-            }
-        }
-        let job = d.store().create_job(&NewJob {
-            function: req.function,
-            qualifier,
-            parallelism,
-            retries,
-            input: source.to_string(),
-            tasks,
-        })?;
-        Ok((job, warnings))
+    }
+    let job = d.store().create_job(&NewJob {
+        function: req.function,
+        qualifier,
+        parallelism,
+        retries,
+        input: source.to_string(),
+        tasks,
+    })?;
+    Ok(JobDoc {
+        job,
+        failures: None,
+        warnings,
     })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(JobDoc {
-            job,
-            failures: None,
-            warnings,
-        }),
-    ))
 }
 
 /// The tasks of a submission and where they came from.
@@ -142,7 +147,15 @@ pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    let state = match q.state.as_deref() {
+    let d = s.daemon.clone();
+    Ok(Json(
+        blocking(move || list_jobs(&d, q.state.as_deref(), q.limit.unwrap_or(100))).await?,
+    ))
+}
+
+/// The newest `limit` jobs (of `state`), oldest first.
+pub fn list_jobs(d: &Daemon, state: Option<&str>, limit: u32) -> Result<Vec<Job>, ApiError> {
+    let state = match state {
         None | Some("") => None,
         Some(st) => Some(st.parse::<JobState>().map_err(|_| {
             ApiError::bad_request(format!(
@@ -150,9 +163,7 @@ pub async fn list(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(100);
-    let d = s.daemon.clone();
-    Ok(Json(blocking(move || d.store().jobs(state, limit)).await?))
+    Ok(d.store().jobs(state, limit)?)
 }
 
 pub async fn get(
@@ -160,21 +171,22 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<JobDoc>, ApiError> {
     let d = s.daemon.clone();
-    let (job, failures) = blocking(move || -> Result<_, StoreError> {
-        let job = d.store().job(&id)?;
-        let failures = if job.failed > 0 {
-            d.store().job_failures(&id, FAILURES_SHOWN)?
-        } else {
-            Vec::new()
-        };
-        Ok((job, failures))
-    })
-    .await?;
-    Ok(Json(JobDoc {
+    Ok(Json(blocking(move || job_doc(&d, &id)).await?))
+}
+
+/// The Job document with its first failed tasks.
+pub fn job_doc(d: &Daemon, id: &str) -> Result<JobDoc, ApiError> {
+    let job = d.store().job(id)?;
+    let failures = if job.failed > 0 {
+        d.store().job_failures(id, FAILURES_SHOWN)?
+    } else {
+        Vec::new()
+    };
+    Ok(JobDoc {
         job,
         failures: Some(failures),
         warnings: Vec::new(),
-    }))
+    })
 }
 
 pub async fn cancel(
@@ -201,6 +213,36 @@ pub struct ResultsQuery {
     limit: Option<u32>,
 }
 
+/// A page of results from index `from`: JSON lines (at most `limit`, and with `max_bytes` at
+/// most that many bytes but at least one line) and the index of the next page, if any.
+pub fn results_page(
+    d: &Daemon,
+    id: &str,
+    from: u64,
+    limit: u32,
+    max_bytes: Option<usize>,
+) -> Result<(String, Option<u64>), ApiError> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let job = d.store().job(id)?;
+    let page = d.store().job_results(id, from, limit)?;
+    let mut body = String::new();
+    let mut last = None;
+    for r in &page {
+        let line = results::line(r);
+        if max_bytes.is_some_and(|max| last.is_some() && body.len() + line.len() > max) {
+            break;
+        }
+        body.push_str(&line);
+        last = Some(r.index);
+    }
+    let next = last.map(|i| i + 1).filter(|n| *n < job.tasks);
+    Ok((body, next))
+}
+
 /// Header naming the index of the next page of results (absent on the last page).
 pub const NEXT_HEADER: &str = "x-edgefn-next-index";
 
@@ -210,22 +252,9 @@ pub async fn results(
     Path(id): Path<String>,
     Query(q): Query<ResultsQuery>,
 ) -> Result<Response, ApiError> {
-    let from = q.from.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
     let d = s.daemon.clone();
-    let (body, next) = blocking(move || -> Result<_, StoreError> {
-        let job = d.store().job(&id)?;
-        let page = d.store().job_results(&id, from, limit)?;
-        let next = page.last().map(|r| r.index + 1).filter(|n| *n < job.tasks);
-        let body: String = page.iter().map(results::line).collect();
-        Ok((body, next))
-    })
-    .await?;
+    let (from, limit) = (q.from.unwrap_or(0), q.limit.unwrap_or(1000));
+    let (body, next) = blocking(move || results_page(&d, &id, from, limit, None)).await?;
     let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
     if let Some(n) = next {
         resp.headers_mut().insert(NEXT_HEADER, HeaderValue::from(n));

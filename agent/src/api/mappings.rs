@@ -63,7 +63,8 @@ pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn destination(text: Option<String>) -> Result<Option<Destination>, StoreError> {
-    text.map(|t| Destination::parse(&t)).transpose()
+    text.map(|t| Destination::parse(&t).map_err(crate::store::mappings::invalid))
+        .transpose()
 }
 
 /// `function` and `qualifier` of a request: `NAME:QUALIFIER` in `function` is accepted when

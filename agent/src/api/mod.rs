@@ -6,7 +6,7 @@ mod error;
 mod flows;
 mod functions;
 mod invoke;
-mod jobs;
+pub mod jobs;
 mod mappings;
 mod observe;
 mod status;

@@ -11,12 +11,14 @@ use super::client::{api_path, AgentOpts, Body, Client, ClientError, Method};
 use super::invoke::{parse_target, Target};
 use super::output::{self, escape_text, time_ms, Table};
 use anyhow::Context;
-use serde::Deserialize;
+// The Job document, progress bar and input format rules are shared with the cloud's
+// `edgefn job ... --device` (`protocol::jobs`).
+use edgefn_cloud::protocol::jobs::{bar_line, format_of, parse_format, JobDoc as Job, Progress};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct JobArgs {
@@ -82,42 +84,6 @@ struct SubmitArgs {
     /// Do not wait: print the job id and return (`job status ID --wait`, `job results ID`).
     #[arg(long, alias = "no-wait")]
     detach: bool,
-}
-
-/// Job, as docs/agent-api.md defines it (the fields the text output shows).
-#[derive(Debug, Deserialize)]
-struct Job {
-    id: String,
-    function: String,
-    qualifier: String,
-    state: String,
-    parallelism: u32,
-    retries: u32,
-    input: String,
-    tasks: u64,
-    succeeded: u64,
-    failed: u64,
-    pending: u64,
-    created_ms: i64,
-    finished_ms: Option<i64>,
-    #[serde(default)]
-    failures: Option<Vec<Failure>>,
-    #[serde(default)]
-    warnings: Vec<String>,
-}
-
-impl Job {
-    fn finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct Failure {
-    index: u64,
-    attempts: u32,
-    error: String,
-    invocation_id: Option<String>,
 }
 
 /// How often `submit` and `status --wait` ask the agent.
@@ -205,11 +171,7 @@ pub fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
 
 fn submit(client: &Client, opts: &AgentOpts, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let format = match &args.format {
-        Some(f) => match f.to_ascii_lowercase().as_str() {
-            "jsonl" | "ndjson" | "json-lines" | "jsonlines" => "jsonl",
-            "csv" => "csv",
-            _ => anyhow::bail!("--format {f}: expected jsonl or csv"),
-        },
+        Some(f) => parse_format(f).map_err(anyhow::Error::msg)?,
         None => format_of(&args.input),
     };
     let bytes = read_input(&args.input)?;
@@ -274,14 +236,6 @@ fn submit(client: &Client, opts: &AgentOpts, args: SubmitArgs) -> anyhow::Result
     } else {
         ExitCode::from(super::EXIT_FUNCTION)
     })
-}
-
-/// `.csv` files are CSV; everything else (`.jsonl`, `.ndjson`, stdin, ...) JSON lines.
-fn format_of(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("csv") => "csv",
-        _ => "jsonl",
-    }
 }
 
 fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -353,79 +307,6 @@ fn write_results(client: &Client, id: &str, path: &Path) -> anyhow::Result<u64> 
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(n)
-}
-
-/// `[##########----------]  50%  500/1000 tasks, 3 failed`.
-fn bar_line(job: &Job) -> String {
-    const WIDTH: u64 = 30;
-    let done = job.succeeded + job.failed;
-    let total = job.tasks.max(1);
-    let filled = (done * WIDTH / total) as usize;
-    let mut line = format!(
-        "[{}{}] {:>3}%  {done}/{} tasks",
-        "#".repeat(filled),
-        "-".repeat(WIDTH as usize - filled),
-        done * 100 / total,
-        job.tasks
-    );
-    if job.failed > 0 {
-        line.push_str(&format!(", {} failed", job.failed));
-    }
-    line
-}
-
-/// The progress display on stderr: a bar redrawn in place on a terminal, a line every few
-/// seconds (and at the end) otherwise; nothing with `--json`.
-struct Progress {
-    quiet: bool,
-    tty: bool,
-    started: Instant,
-    last_print: Option<Instant>,
-    last_done: Option<u64>,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        Progress {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            last_print: None,
-            last_done: None,
-        }
-    }
-
-    fn show(&mut self, job: &Job) {
-        if self.quiet {
-            return;
-        }
-        let done = job.succeeded + job.failed;
-        let secs = self.started.elapsed().as_secs_f64();
-        let mut line = format!("{}  {}", bar_line(job), job.state);
-        if secs >= 1.0 && done > 0 {
-            line.push_str(&format!("  {:.1} tasks/s", done as f64 / secs));
-        }
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-            let _ = err.flush();
-        } else {
-            let due = self
-                .last_print
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
-            if (due && self.last_done != Some(done)) || job.finished() {
-                let _ = writeln!(err, "{line}");
-                self.last_print = Some(Instant::now());
-                self.last_done = Some(done);
-            }
-        }
-    }
-
-    fn done(&mut self) {
-        if !self.quiet && self.tty {
-            eprintln!();
-        }
-    }
 }
 
 fn render(job: &Job) -> String {
@@ -506,6 +387,7 @@ fn render_list(jobs: &[Job]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefn_cloud::protocol::jobs::FailureDoc as Failure;
 
     fn job(succeeded: u64, failed: u64, tasks: u64) -> Job {
         Job {
@@ -525,26 +407,6 @@ mod tests {
             failures: None,
             warnings: Vec::new(),
         }
-    }
-
-    #[test]
-    fn the_bar_fills_with_finished_tasks() {
-        assert_eq!(
-            bar_line(&job(0, 0, 10)),
-            "[------------------------------]   0%  0/10 tasks"
-        );
-        assert_eq!(
-            bar_line(&job(4, 1, 10)),
-            "[###############---------------]  50%  5/10 tasks, 1 failed"
-        );
-        assert!(bar_line(&job(3, 0, 3)).starts_with("[##############################] 100%"));
-    }
-
-    #[test]
-    fn input_format_follows_the_file_name() {
-        assert_eq!(format_of(Path::new("rows.CSV")), "csv");
-        assert_eq!(format_of(Path::new("items.jsonl")), "jsonl");
-        assert_eq!(format_of(Path::new("-")), "jsonl");
     }
 
     #[test]

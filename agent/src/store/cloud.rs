@@ -4,8 +4,8 @@
 //! The sync actor (`crate::sync`) verifies and stages a document; here it becomes rows:
 //! functions, versions, aliases and mappings with `origin = 'cloud'`, written in ONE write
 //! transaction together with the `cloud_states` slots, so a crash (even `kill -9`) leaves the
-//! old state or the new one, never a mix. Names the cloud wants that a local function or mapping
-//! already has are refused ([`StoreError::CloudConflict`]), never overwritten.
+//! old state or the new one, never a mix (flows too, `cloud_flows.rs`). Names the cloud wants
+//! that a local function, mapping or flow already has are refused ([`StoreError::CloudConflict`]), never overwritten.
 //!
 //! Slots: `current` is the state the device runs (health `pending` until its health window
 //! passed, then `healthy`); `previous` is the last healthy state before it, whose modules are
@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+pub use super::cloud_flows::CloudFlow;
 use super::db::{now_ms, Store};
 use super::error::{Result, StoreError};
 use super::functions::Origin;
@@ -41,6 +42,9 @@ pub struct CloudState {
     pub key_id: String,
     pub functions: Vec<CloudFunction>,
     pub mappings: Vec<CloudMapping>,
+    /// Cloud-managed flows (`store/cloud_flows.rs`); states stored before flows had none.
+    #[serde(default)]
+    pub flows: Vec<CloudFlow>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,12 +97,13 @@ impl CloudState {
             .collect()
     }
 
-    /// The deployments that brought its functions and mappings.
+    /// The deployments that brought its functions, mappings and flows.
     pub fn deployments(&self) -> BTreeSet<String> {
         self.functions
             .iter()
             .map(|f| f.deployment.clone())
             .chain(self.mappings.iter().map(|m| m.deployment.clone()))
+            .chain(self.flows.iter().map(|f| f.deployment.clone()))
             .collect()
     }
 
@@ -116,7 +121,9 @@ impl CloudState {
 
     /// The same content (sequence and key aside).
     pub fn same_content(&self, other: &CloudState) -> bool {
-        self.functions == other.functions && self.mappings == other.mappings
+        self.functions == other.functions
+            && self.mappings == other.mappings
+            && self.flows == other.flows
     }
 }
 
@@ -310,6 +317,8 @@ fn write_state(
         }
     }
 
+    super::cloud_flows::check_conflicts(tx, &state.flows)?;
+
     // Mappings that go away first (they may name functions that go away).
     let wanted_mappings: BTreeSet<&str> = state.mappings.iter().map(|m| m.id.as_str()).collect();
     let old_mappings: Vec<(String, String)> = tx
@@ -497,6 +506,9 @@ fn write_state(
             changed.push(f.name.clone());
         }
     }
+
+    // Flows (mappings may target them).
+    super::cloud_flows::write_flows(tx, &state.flows, why)?;
 
     // Mappings: upsert by id, keeping their queued events.
     for cm in &state.mappings {
@@ -825,6 +837,7 @@ mod tests {
                     weight: None,
                 }],
             }],
+            flows: vec![],
             mappings: vec![CloudMapping {
                 id: "m-cloud1".into(),
                 name: "tick".into(),

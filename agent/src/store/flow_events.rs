@@ -16,8 +16,8 @@ use super::db::{now_ms, Store};
 use super::error::{Result, StoreError};
 use super::flows::{apply_all, flow_label, get, insert_run, json, FlowRun};
 use super::records::{CommitExtra, Level, LogLine};
+use crate::flows::envelope::envelope;
 use crate::flows::run::{RunState, RunStatus};
-use crate::flows::trigger::envelope;
 use crate::pool::OwnedEvent;
 
 /// What a trigger event did.

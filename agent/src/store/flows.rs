@@ -117,7 +117,7 @@ fn validate(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
 
 /// The HTTP paths of `def`'s sources must be free: not twice in it, not a mapping's, not
 /// another flow's (the HTTP trigger routes a path to one target).
-fn check_http_paths(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
+pub(crate) fn check_http_paths(tx: &Transaction<'_>, name: &str, def: &FlowDef) -> Result<()> {
     let paths = crate::flows::sources::http_paths(def);
     if paths.is_empty() {
         return Ok(());
@@ -282,6 +282,7 @@ impl Store {
         let mut def = def.clone();
         self.write(|tx| {
             let old = get(tx, name)?;
+            super::cloud_flows::ensure_local_flow(tx, name)?;
             validate(tx, name, &def)?;
             def.name = None;
             if old.definition == def {
@@ -330,6 +331,7 @@ impl Store {
     pub fn delete_flow(&self, name: &str) -> Result<FlowInfo> {
         self.write(|tx| {
             let f = get(tx, name)?;
+            super::cloud_flows::ensure_local_flow(tx, name)?;
             tx.prepare_cached("DELETE FROM flows WHERE name = ?1")?
                 .execute([name])?;
             tx.prepare_cached("DELETE FROM flow_partials WHERE flow = ?1")?
@@ -344,6 +346,7 @@ impl Store {
     pub fn set_flow_enabled(&self, name: &str, enabled: bool) -> Result<FlowInfo> {
         self.write(|tx| {
             let f = get(tx, name)?;
+            super::cloud_flows::ensure_local_flow(tx, name)?;
             if f.enabled == enabled {
                 return Ok(f);
             }

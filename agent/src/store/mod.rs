@@ -70,6 +70,7 @@
 
 pub mod alias;
 pub mod cloud;
+pub mod cloud_flows;
 pub mod commit;
 pub mod db;
 pub mod dead_letters;

@@ -9,23 +9,9 @@ use super::error::{Result, StoreError};
 /// Longest function or alias name.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// The charset and length rule, shared with the cloud (`protocol::names`).
 fn check_charset(name: &str) -> std::result::Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err("longer than 64 characters");
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err("must start with a letter or digit");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("only letters, digits, '-' and '_' are allowed");
-    }
-    Ok(())
+    edgefn_cloud::protocol::names::name_reason(name)
 }
 
 /// Checks a function name: 1-64 of `A-Z a-z 0-9 - _`, starting with a letter or digit (the

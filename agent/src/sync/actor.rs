@@ -25,7 +25,7 @@ use super::stage::{pause_here, StageError, Stager};
 use super::test_hook;
 use crate::daemon::Daemon;
 use crate::store::cloud::{
-    CloudAlias, CloudFunction, CloudMapping, CloudState, CloudVersion, Health,
+    CloudAlias, CloudFlow, CloudFunction, CloudMapping, CloudState, CloudVersion, Health,
 };
 use crate::store::{Destination, Level, Qualifier, Source, StoreError};
 
@@ -277,6 +277,7 @@ impl SyncActor {
             .iter()
             .map(|f| f.deployment.clone())
             .chain(verified.mappings.iter().map(|m| m.deployment.clone()))
+            .chain(verified.flows.iter().map(|f| f.deployment.clone()))
             .collect();
         let failures = store
             .cloud_failures()
@@ -580,6 +581,7 @@ fn unverified_deployments(doc: &DesiredDocument) -> BTreeSet<String> {
             .iter()
             .map(|f| f.deployment.clone())
             .chain(s.mappings.iter().map(|m| m.deployment.clone()))
+            .chain(s.flows.iter().map(|f| f.deployment.clone()))
             .collect(),
         Err(_) => BTreeSet::new(),
     }
@@ -655,10 +657,27 @@ fn to_cloud_state(v: &VerifiedState) -> Result<CloudState, String> {
             deployment: m.deployment.clone(),
         });
     }
+    let mut flows = Vec::new();
+    for f in &v.flows {
+        crate::store::names::validate_function_name(&f.name)
+            .map_err(|e| format!("flow {}: {e}", f.name))?;
+        let definition: crate::flows::FlowDef = serde_json::from_value(f.definition.clone())
+            .map_err(|e| format!("flow {}: bad definition: {e}", f.name))?;
+        definition
+            .validate()
+            .map_err(|e| format!("flow {}: {e}", f.name))?;
+        flows.push(CloudFlow {
+            name: f.name.clone(),
+            enabled: f.enabled,
+            definition,
+            deployment: f.deployment.clone(),
+        });
+    }
     Ok(CloudState {
         sequence: v.sequence,
         key_id: v.key_id.clone(),
         functions,
         mappings,
+        flows,
     })
 }

@@ -11,6 +11,11 @@
 //! the reply goes to the request's `reply_to`. Refusals are logged (stderr and a `warn` log
 //! record); authentic requests for this device (expired, unknown function, disabled, ...) also
 //! get a refused reply, forgeries, others' requests and replays only the log.
+//!
+//! A request with a job operation (`InvokeRequest::job`, `protocol::jobs`) is verified and
+//! replay-checked the same way, then runs the admin API's job operation (`api::jobs`) on the
+//! blocking pool; the reply carries the same document the local API answers, or a refusal
+//! whose code follows the API's error (`not_found`, `conflict`, `disabled`, `invalid`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,9 +26,11 @@ use edgefn_cloud::protocol::invoke::{
     refusal, tail, verify_invoke, InvokeMessage, InvokeReply, InvokeRequest as Remote, ReplyStatus,
     TailLine,
 };
+use edgefn_cloud::protocol::jobs::{JobOp, ResultsPage, MAX_PAGE_BYTES};
 use edgefn_cloud::protocol::VerifyError;
 use rumqttc::{Client, QoS};
 
+use crate::api::{jobs, ApiError};
 use crate::daemon::{Daemon, InvokeError, InvokeRequest};
 use crate::pool::OwnedEvent;
 use crate::store::{Level, LogLine, Qualifier, StoreError};
@@ -209,6 +216,25 @@ impl RemoteInvoker {
             self.reply_now(client, &req, refusal::EXPIRED, why);
             return;
         }
+        if let Some(op) = req.job.clone() {
+            let (daemon, client) = (self.daemon.clone(), client.clone());
+            let device = self.device_id.clone();
+            self.runtime.spawn(async move {
+                let (d, dev, r) = (daemon.clone(), device.clone(), req.clone());
+                let reply = tokio::task::spawn_blocking(move || run_job(&d, &dev, &r, op))
+                    .await
+                    .unwrap_or_else(|e| {
+                        InvokeReply::refused(
+                            &req.request_id,
+                            &device,
+                            refusal::INVALID,
+                            format!("job operation failed: {e}"),
+                        )
+                    });
+                send(&daemon, &client, &req, reply).await;
+            });
+            return;
+        }
         let prepared = B64
             .decode(&req.payload_base64)
             .map_err(|e| format!("payload_base64 is not base64: {e}"))
@@ -247,37 +273,7 @@ impl RemoteInvoker {
         let device = self.device_id.clone();
         self.runtime.spawn(async move {
             let reply = run(&daemon, &device, &req, invoke).await;
-            if reply.status == ReplyStatus::Refused {
-                let text = format!(
-                    "remote invoke {} refused: {}",
-                    req.request_id,
-                    reply.error.as_deref().unwrap_or("")
-                );
-                eprintln!("edgefn-agent: sync: {text}");
-                let line = LogLine {
-                    time_ms: edgefn_cloud::now_ms(),
-                    level: Level::Warn,
-                    function: Some(req.function.clone()),
-                    version: None,
-                    invocation_id: None,
-                    text,
-                };
-                let d = daemon.clone();
-                let _ = tokio::task::spawn_blocking(move || d.store().append_logs(&[line])).await;
-            }
-            let bytes = serde_json::to_vec(&reply).expect("replies serialise");
-            let topic = req.reply_to.clone();
-            // Blocking: waits for room in the client's queue (the MQTT thread drains it).
-            let sent = tokio::task::spawn_blocking(move || {
-                client.publish(topic, QoS::AtLeastOnce, false, bytes)
-            })
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                eprintln!(
-                    "edgefn-agent: sync: cannot publish the reply to remote invoke {}",
-                    req.request_id
-                );
-            }
+            send(&daemon, &client, &req, reply).await;
         });
     }
 
@@ -292,6 +288,114 @@ impl RemoteInvoker {
             );
         }
     }
+}
+
+/// Logs a refused reply and publishes the reply to the request's `reply_to`.
+async fn send(daemon: &Daemon, client: &Client, req: &Remote, reply: InvokeReply) {
+    if reply.status == ReplyStatus::Refused {
+        let what = match &req.job {
+            Some(op) => format!("remote job {}", op.name()),
+            None => "remote invoke".into(),
+        };
+        let text = format!(
+            "{what} {} refused: {}",
+            req.request_id,
+            reply.error.as_deref().unwrap_or("")
+        );
+        eprintln!("edgefn-agent: sync: {text}");
+        let line = LogLine {
+            time_ms: edgefn_cloud::now_ms(),
+            level: Level::Warn,
+            function: Some(req.function.clone()).filter(|f| !f.is_empty()),
+            version: None,
+            invocation_id: None,
+            text,
+        };
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.store().append_logs(&[line])).await;
+    }
+    let bytes = serde_json::to_vec(&reply).expect("replies serialise");
+    let topic = req.reply_to.clone();
+    let c = client.clone();
+    // Blocking: waits for room in the client's queue (the MQTT thread drains it).
+    let sent =
+        tokio::task::spawn_blocking(move || c.publish(topic, QoS::AtLeastOnce, false, bytes)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        eprintln!(
+            "edgefn-agent: sync: cannot publish the reply to remote request {}",
+            req.request_id
+        );
+    }
+}
+
+/// The refusal code of an admin API error (relayed job operations).
+fn code_of_api(e: &ApiError) -> &'static str {
+    match (e.status(), e.code()) {
+        (404, _) => refusal::NOT_FOUND,
+        (_, "disabled") => refusal::DISABLED,
+        (409, _) => refusal::CONFLICT,
+        (429, _) => refusal::THROTTLED,
+        _ => refusal::INVALID,
+    }
+}
+
+/// Runs one verified job operation (blocking: the store); the reply to send.
+fn run_job(daemon: &Daemon, device: &str, req: &Remote, op: JobOp) -> InvokeReply {
+    let answer: Result<serde_json::Value, ApiError> = match op {
+        JobOp::Submit {
+            function,
+            qualifier,
+            format,
+            input,
+            parallelism,
+            retries,
+        } => jobs::submit_job(
+            daemon,
+            jobs::Submit {
+                function,
+                qualifier: Some(qualifier),
+                format: Some(format),
+                input: Some(input),
+                items: None,
+                parallelism: Some(parallelism),
+                retries: Some(retries),
+            },
+        )
+        .map(|d| serde_json::to_value(d).expect("job documents serialise")),
+        JobOp::Status { id } => jobs::job_doc(daemon, &id).map(|d| json_of(&d)),
+        JobOp::List { state, limit } => {
+            jobs::list_jobs(daemon, state.as_deref(), limit).map(|l| json_of(&l))
+        }
+        JobOp::Cancel { id } => daemon
+            .store()
+            .cancel_job(&id)
+            .map(|j| json_of(&j))
+            .map_err(ApiError::from),
+        JobOp::Results { id, from, limit } => {
+            jobs::results_page(daemon, &id, from, limit, Some(MAX_PAGE_BYTES))
+                .map(|(lines, next_index)| json_of(&ResultsPage { lines, next_index }))
+        }
+    };
+    match answer {
+        Ok(job) => InvokeReply {
+            status: ReplyStatus::Done,
+            code: None,
+            function: req.function.clone(),
+            error: None,
+            job: Some(job),
+            ..InvokeReply::refused(&req.request_id, device, "", String::new())
+        },
+        Err(e) => InvokeReply::refused(
+            &req.request_id,
+            device,
+            code_of_api(&e),
+            e.message().to_owned(),
+        ),
+    }
+}
+
+fn json_of(v: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).expect("API documents serialise")
 }
 
 /// Runs one verified request through the daemon's direct invoke path; the reply to send.
@@ -344,6 +448,7 @@ async fn run(daemon: &Daemon, device: &str, req: &Remote, invoke: InvokeRequest)
                 fuel_used: inv.fuel_used,
                 logs,
                 logs_truncated,
+                job: None,
             }
         }
         Err(e) => refused(&e),

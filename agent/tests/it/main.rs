@@ -11,6 +11,7 @@ mod flows;
 mod jobs;
 mod mappings;
 mod remote_invoke;
+mod remote_jobs;
 mod runtime_abi;
 mod runtime_examples;
 mod streams;

@@ -35,7 +35,7 @@ fn b64(bytes: &[u8]) -> String {
 
 /// A cloud with `--mqtt`, an enrolled agent taking requests, and `misbehave` on the agent.
 /// Returns them and the device's (name, id).
-fn online(tag: &str) -> (Cloud, Agent, String, String) {
+pub(crate) fn online(tag: &str) -> (Cloud, Agent, String, String) {
     let cloud = Cloud::start_with(&["--mqtt", MQTT]);
     let name = format!("pi-{tag}");
     let token = cloud.device(&name, tag);
@@ -67,7 +67,7 @@ fn online(tag: &str) -> (Cloud, Agent, String, String) {
 }
 
 /// Runs the operator CLI against `cloud`.
-fn edgefn(cloud: &Cloud, args: &[&str]) -> Output {
+pub(crate) fn edgefn(cloud: &Cloud, args: &[&str]) -> Output {
     Command::new(cloud_bin("edgefn"))
         .args(args)
         .env("EDGEFN_CLOUD", &cloud.url)
@@ -77,7 +77,7 @@ fn edgefn(cloud: &Cloud, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -389,6 +389,7 @@ fn request(device: &str, request_id: &str) -> InvokeRequest {
         issued_ms: now,
         expires_ms: now + 10_000,
         reply_to: format!("{}test/{request_id}", reply_prefix(device)),
+        job: None,
     }
 }
 

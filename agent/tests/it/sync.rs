@@ -24,7 +24,7 @@ use edgefn_cloud::protocol::{
 use serde_json::{json, Value};
 
 use crate::daemon_support::{cli_bare, Agent};
-use crate::support::{wat, TempDir};
+use crate::support::{example_path, wat, TempDir};
 use crate::triggers::{free_port, test_pki, Broker};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -269,6 +269,7 @@ impl Cloud {
         let auth = format!("Bearer {}", self.token);
         let r = match method {
             "GET" => self.http.get(&url).header("authorization", &auth).call(),
+            "DELETE" => self.http.delete(&url).header("authorization", &auth).call(),
             "POST" => self
                 .http
                 .post(&url)
@@ -741,6 +742,205 @@ fn sync_over_https_with_a_ca_file() {
     wait_answer(&a, "secure", "1", "tls");
 }
 
+/// Stream mappings deployed from the cloud (issue 7): the cloud takes the agent's stream kinds;
+/// a `stream-file` mapping arrives on a real agent and runs (every record, in order per
+/// partition, by the `stream-audit` example), a `stream-mqtt` one arrives with its settings;
+/// a mapping to `flow:NAME` starts runs of a flow made on the device.
+#[test]
+fn stream_mappings_deployed_from_the_cloud_run() {
+    let cloud = Cloud::start();
+    let token = cloud.device("pi-streams", "streams");
+    let a = enrolled_agent("sync-streams", &cloud.url, &token);
+    let module = std::fs::read(example_path("stream_audit")).unwrap();
+    assert_eq!(cloud.publish("audit", &module), 1);
+    let dir = TempDir::new("cloud-stream");
+    let file = dir.path().join("in.jsonl");
+    let mut text = String::new();
+    for seq in 1..=25 {
+        for d in ["d1", "d2"] {
+            text.push_str(&format!("{{\"device\":\"{d}\",\"seq\":{seq}}}\n"));
+        }
+    }
+    std::fs::write(&file, text).unwrap();
+    let file_source = json!({"kind": "stream-file", "path": file, "format": "jsonl",
+        "follow": false, "partition_key": "json:/device", "batch_size": 7, "batch_window_ms": 0});
+    cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "audit:1", "name": "file-feed", "source": file_source})),
+    );
+    let mqtt_source = json!({"kind": "stream-mqtt", "filter": "edgefn-it/cloud-streams/+/t",
+        "partition_key": "topic:3", "batch_size": 50, "batch_window_ms": 250});
+    cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "audit:1", "name": "mqtt-feed", "source": mqtt_source})),
+    );
+    let dep = cloud.deploy(json!({"group": "streams", "functions": ["audit:1"],
+        "mappings": ["file-feed", "mqtt-feed"]}));
+    cloud.wait_status(&dep, "succeeded", &[&a]);
+
+    let store = Store::open(a.data_dir().join("agent.db")).unwrap();
+    let kv = |key: &str| {
+        store
+            .kv_get("audit", key.as_bytes())
+            .unwrap()
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+    };
+    poll(
+        "the file's 50 records audited",
+        || a.stderr_text(),
+        || (kv("last/d1") == 25 && kv("last/d2") == 25 && kv("records") == 50).then_some(()),
+    );
+    assert_eq!(kv("gaps"), 0, "a record lost, repeated or out of order");
+
+    // Both arrived as the cloud has them, cloud-managed.
+    let list = a.http().get("/v1/mappings").json();
+    let by_name = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not on the agent: {list}"))
+            .clone()
+    };
+    assert_eq!(by_name("file-feed")["source"], file_source);
+    assert_eq!(by_name("mqtt-feed")["source"], mqtt_source);
+    let id = by_name("mqtt-feed")["id"].as_str().unwrap().to_string();
+    a.cli(&["mapping", "pause", &id])
+        .fails(1, &["managed by the cloud"]);
+
+    // A cloud mapping may target a flow made on the device (`flow:NAME`): its events start runs.
+    a.create("echo", &example_path("echo"), None);
+    let flow = a.write(
+        "greet.toml",
+        "[[steps]]\nname = \"hi\"\nfunction = \"echo\"\n",
+    );
+    a.cli(&["flow", "create", "--name", "greet", &flow]).ok();
+    let fm = cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "flow:greet", "name": "greet-tick",
+            "source": {"kind": "every", "interval_ms": 200}})),
+    );
+    let trigger = format!("mapping:{}", fm["id"].as_str().unwrap());
+    let dep2 = cloud.deploy(json!({"group": "streams", "functions": ["audit:1"],
+        "mappings": ["greet-tick"]}));
+    cloud.wait_status(&dep2, "succeeded", &[&a]);
+    poll(
+        "a run of greet started by the cloud's mapping",
+        || a.stderr_text(),
+        || {
+            let runs = a.cli(&["flow", "runs", "greet", "--json"]).json();
+            runs.as_array()?
+                .iter()
+                .any(|r| r["status"] == "succeeded" && r["trigger"] == trigger.as_str())
+                .then_some(())
+        },
+    );
+}
+
+/// Flows deployed from the cloud (issue 7): `edgefn flow create`, then a deployment with the
+/// flow, a function it invokes and a mapping that starts it; the agent runs it as a
+/// cloud-managed flow (the local API cannot change it), follows the registry's enabled flag and
+/// a new revision, and removes it when the device leaves the group (its runs stay listed).
+#[test]
+fn flows_deployed_from_the_cloud_run_and_go() {
+    let cloud = Cloud::start();
+    let token = cloud.device("pi-flows", "flows");
+    let a = enrolled_agent("sync-flows", &cloud.url, &token);
+    let echo = std::fs::read(example_path("echo")).unwrap();
+    assert_eq!(cloud.publish("echo", &echo), 1);
+    let scratch = TempDir::new("cloud-flow");
+    let file = scratch.path().join("greet.toml");
+    std::fs::write(
+        &file,
+        "name = \"greet\"\n[[steps]]\nname = \"hi\"\nfunction = \"echo:1\"\n",
+    )
+    .unwrap();
+    let o = crate::remote_invoke::edgefn(&cloud, &["flow", "create", file.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let fm = cloud.ok(
+        "POST",
+        "/v1/mappings",
+        Some(json!({"function": "flow:greet", "name": "greet-tick",
+            "source": {"kind": "every", "interval_ms": 200}})),
+    );
+    let trigger = format!("mapping:{}", fm["id"].as_str().unwrap());
+    let dep = cloud.deploy(json!({"group": "flows", "functions": ["echo:1"],
+        "mappings": ["greet-tick"], "flows": ["greet"]}));
+    cloud.wait_status(&dep, "succeeded", &[&a]);
+
+    let runs = |a: &Agent| a.cli(&["flow", "runs", "greet", "--json"]).json();
+    poll(
+        "a run of the deployed flow",
+        || a.stderr_text(),
+        || {
+            runs(&a)
+                .as_array()?
+                .iter()
+                .any(|r| r["status"] == "succeeded" && r["trigger"] == trigger.as_str())
+                .then_some(())
+        },
+    );
+    // Cloud-managed: the local API refuses to change it, or to make one of that name.
+    a.cli(&["flow", "disable", "greet"])
+        .fails(1, &["managed by the cloud"]);
+    a.cli(&["flow", "delete", "greet"])
+        .fails(1, &["managed by the cloud"]);
+    let local = a.write(
+        "greet.toml",
+        "[[steps]]\nname = \"x\"\nfunction = \"echo\"\n",
+    );
+    a.cli(&["flow", "update", "greet", &local])
+        .fails(1, &["managed by the cloud"]);
+
+    // The registry's enabled flag, then a new revision through a new deployment.
+    cloud.ok("POST", "/v1/flows/greet/disable", None);
+    let get = |a: &Agent| a.cli(&["flow", "get", "greet", "--json"]).json();
+    poll(
+        "the flow disabled on the device",
+        || a.stderr_text(),
+        || (get(&a)["enabled"] == false).then_some(()),
+    );
+    cloud.ok("POST", "/v1/flows/greet/enable", None);
+    cloud.ok(
+        "PUT",
+        "/v1/flows/greet",
+        Some(
+            json!({"definition": {"steps": [{"name": "hi", "function": "echo:1", "retries": 1}]}}),
+        ),
+    );
+    let dep2 = cloud.deploy(json!({"group": "flows", "functions": ["echo:1"], "flows": ["greet"]}));
+    cloud.wait_status(&dep2, "succeeded", &[&a]);
+    poll(
+        "revision 2 enabled on the device",
+        || a.stderr_text(),
+        || {
+            let f = get(&a);
+            (f["enabled"] == true && f["definition"]["steps"][0]["retries"] == 1).then_some(())
+        },
+    );
+
+    // The device leaves the group: its document is empty and the flow goes; runs stay.
+    cloud.ok("DELETE", "/v1/groups/flows/devices/pi-flows", None);
+    poll(
+        "the flow removed from the device",
+        || a.stderr_text(),
+        || {
+            let o = a.cli(&["flow", "list", "--json"]).json();
+            o.as_array()?.is_empty().then_some(())
+        },
+    );
+    a.cli(&["flow", "get", "greet"]).fails(1, &["not found"]);
+    assert!(!runs(&a).as_array().unwrap().is_empty());
+}
+
 /// Nudges: the cloud publishes `{"sequence": N}` on the local Mosquitto when the device's
 /// document moves; the agent subscribed there fetches at once.
 #[test]
@@ -1108,6 +1308,7 @@ impl FakeCloud {
                 aliases: vec![],
             }],
             mappings: vec![],
+            flows: vec![],
         }
     }
 

@@ -49,7 +49,9 @@ impl From<RemoteInvokeError> for ApiError {
             }
             RemoteInvokeError::Refused { code, .. } => match code.as_str() {
                 refusal::NOT_FOUND => ApiError::not_found(message),
-                refusal::DISABLED => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+                refusal::DISABLED | refusal::CONFLICT => {
+                    ApiError::new(StatusCode::CONFLICT, "conflict", message)
+                }
                 refusal::THROTTLED => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", message)
                 }

@@ -1,8 +1,10 @@
 //! The HTTP API (docs/cloud-api.md): JSON under `/v1`, one file per resource.
 //!
 //! - operator endpoints (`Authorization: Bearer <operator token>`): [`functions`], [`mappings`],
+//!   [`flows`],
 //!   [`devices`] (and groups), [`deployments`], [`keys`], and [`invoke`] (remote invoke of a
-//!   function on one device, relayed over the cloud-side MQTT broker);
+//!   function on one device, relayed over the cloud-side MQTT broker) and [`jobs`] (batch jobs
+//!   on one device, relayed the same way);
 //! - device endpoints (`Authorization: Bearer <device credential>`): [`sync`] (enroll, desired
 //!   state with ETag and long-poll, status reports, artifacts with Range);
 //! - [`telemetry`]: devices' upload batches, the fleet's logs, invocations and stats for
@@ -13,8 +15,10 @@ pub mod auth;
 pub mod deployments;
 pub mod devices;
 pub mod error;
+pub mod flows;
 pub mod functions;
 pub mod invoke;
+pub mod jobs;
 pub mod keys;
 pub mod mappings;
 pub mod sync;
@@ -65,6 +69,13 @@ pub fn router(service: Service) -> Router {
                 .patch(mappings::update)
                 .delete(mappings::delete),
         )
+        .route("/v1/flows", post(flows::create).get(flows::list))
+        .route(
+            "/v1/flows/{name}",
+            get(flows::get).put(flows::update).delete(flows::delete),
+        )
+        .route("/v1/flows/{name}/enable", post(flows::enable))
+        .route("/v1/flows/{name}/disable", post(flows::disable))
         .route("/v1/mappings/{id}/pause", post(mappings::pause))
         .route("/v1/mappings/{id}/resume", post(mappings::resume))
         .route(
@@ -76,6 +87,10 @@ pub fn router(service: Service) -> Router {
             get(devices::get).delete(devices::delete),
         )
         .route("/v1/devices/{id}/invoke", post(invoke::invoke))
+        .route("/v1/devices/{id}/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/devices/{id}/jobs/{job}", get(jobs::get))
+        .route("/v1/devices/{id}/jobs/{job}/cancel", post(jobs::cancel))
+        .route("/v1/devices/{id}/jobs/{job}/results", get(jobs::results))
         .route(
             "/v1/groups",
             post(devices::create_group).get(devices::list_groups),

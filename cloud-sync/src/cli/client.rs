@@ -187,6 +187,44 @@ impl Client {
     pub fn get(&self, path: &str) -> Result<Value, CliError> {
         self.call(Method::Get, path, None)
     }
+
+    /// A GET of a text body (JSON lines) and the value of `header` (a page's next index).
+    pub fn get_text(&self, path: &str, header: &str) -> Result<(String, Option<String>), CliError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |e: ureq::Error| CliError::Transport(format!("{}: {e}", self.base));
+        let mut resp = self
+            .http
+            .get(&url)
+            .header("authorization", &self.auth)
+            .call()
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let next = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .map_err(transport)?;
+        if !(200..300).contains(&status) {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(CliError::Api {
+                status,
+                code: v["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| CliError::Transport(format!("{url}: the body is not UTF-8: {e}")))?;
+        Ok((text, next))
+    }
 }
 
 /// A path segment, percent-encoded where needed.

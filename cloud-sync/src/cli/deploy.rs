@@ -11,7 +11,7 @@ use super::CliError;
 
 #[derive(Subcommand, Debug)]
 pub enum DeployCmd {
-    /// Roll function versions (and mappings) out to a group, batch by batch.
+    /// Roll function versions (and mappings and flows) out to a group, batch by batch.
     Create {
         /// The device group to roll out to.
         #[arg(long)]
@@ -22,6 +22,9 @@ pub enum DeployCmd {
         /// A registry mapping id or name to deploy with them (repeatable).
         #[arg(long = "mapping")]
         mappings: Vec<String>,
+        /// A registry flow to deploy with them (repeatable).
+        #[arg(long = "flow")]
+        flows: Vec<String>,
         /// Share of the group per batch, percent (the first batch is the canary).
         #[arg(long, default_value_t = 100)]
         batch: u32,
@@ -159,6 +162,7 @@ pub fn run(c: &Client, json_out: bool, cmd: DeployCmd) -> Result<(), CliError> {
             group,
             functions,
             mappings,
+            flows,
             batch,
             failure_threshold,
             health_wait,
@@ -169,6 +173,7 @@ pub fn run(c: &Client, json_out: bool, cmd: DeployCmd) -> Result<(), CliError> {
                 "group": group,
                 "functions": functions,
                 "mappings": mappings,
+                "flows": flows,
                 "batch_percent": batch,
                 "failure_threshold_percent": failure_threshold,
                 "health_wait_ms": health_wait.as_millis() as u64,

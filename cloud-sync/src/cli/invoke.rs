@@ -49,7 +49,7 @@ pub struct InvokeArgs {
     pub timeout: Duration,
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
     let max = Duration::from_millis(crate::protocol::invoke::MAX_TIMEOUT_MS);
     if d.is_zero() || d > max {

@@ -28,10 +28,82 @@ pub struct SourceArgs {
     /// `skip` or `run-once` (schedules).
     #[arg(long)]
     missed: Option<String>,
+    /// An ordered stream of the messages on an MQTT filter (QoS 1), in batches per partition.
+    #[arg(long, group = "src", value_name = "FILTER")]
+    stream_mqtt: Option<String>,
+    /// An ordered stream of the lines of a CSV or JSON-lines file on the device (absolute path),
+    /// read once or --follow'ed.
+    #[arg(long, group = "src", value_name = "PATH")]
+    stream_file: Option<String>,
+    /// Streams: `topic` (MQTT default), `topic:N`, `json:/POINTER`, `none` (files' default).
+    #[arg(long, value_name = "KEY")]
+    partition_key: Option<String>,
+    /// Streams: most records per invocation [default: 100].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u32>,
+    /// Streams: how long a partition waits for a fuller batch [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    batch_window: Option<std::time::Duration>,
+    /// File streams: `csv` or `jsonl` [default: from the file's extension].
+    #[arg(long, value_name = "csv|jsonl")]
+    format: Option<String>,
+    /// File streams: keep reading what is appended (like `tail -F`).
+    #[arg(long)]
+    follow: bool,
 }
 
 impl SourceArgs {
-    fn source(&self) -> Option<Value> {
+    /// The source's JSON, or `Ok(None)` when no source kind is given.
+    fn source(&self) -> Result<Option<Value>, CliError> {
+        let streams = self.partition_key.is_some()
+            || self.batch_size.is_some()
+            || self.batch_window.is_some()
+            || self.format.is_some()
+            || self.follow;
+        if streams && self.stream_mqtt.is_none() && self.stream_file.is_none() {
+            return Err(CliError::Usage(
+                "--partition-key, --batch-size, --batch-window, --format and --follow apply to \
+                 stream mappings (--stream-mqtt, --stream-file)"
+                    .into(),
+            ));
+        }
+        if self.stream_mqtt.is_some() && (self.format.is_some() || self.follow) {
+            return Err(CliError::Usage(
+                "--format and --follow apply to file streams (--stream-file)".into(),
+            ));
+        }
+        let batching = |mut v: Value| {
+            v["batch_size"] = json!(self.batch_size.unwrap_or(100));
+            v["batch_window_ms"] = json!(self.batch_window.map_or(0, |d| d.as_millis() as u64));
+            v
+        };
+        if let Some(f) = &self.stream_mqtt {
+            let key = self.partition_key.clone().unwrap_or_else(|| "topic".into());
+            return Ok(Some(batching(
+                json!({"kind": "stream-mqtt", "filter": f, "partition_key": key}),
+            )));
+        }
+        if let Some(p) = &self.stream_file {
+            let format =
+                match (&self.format, p.rsplit_once('.').map(|(_, e)| e)) {
+                    (Some(f), _) => f.clone(),
+                    (None, Some("csv")) => "csv".into(),
+                    (None, Some("jsonl" | "ndjson" | "json")) => "jsonl".into(),
+                    _ => return Err(CliError::Usage(
+                        "give --format csv or --format jsonl (the file's extension does not say)"
+                            .into(),
+                    )),
+                };
+            let key = self.partition_key.clone().unwrap_or_else(|| "none".into());
+            return Ok(Some(batching(json!({
+                "kind": "stream-file", "path": p, "format": format, "follow": self.follow,
+                "partition_key": key
+            }))));
+        }
+        Ok(self.plain_source())
+    }
+
+    fn plain_source(&self) -> Option<Value> {
         let missed = self.missed.clone().unwrap_or_else(|| "skip".into());
         if let Some(f) = &self.mqtt {
             return Some(
@@ -56,6 +128,7 @@ impl SourceArgs {
 pub enum MappingCmd {
     /// Create a mapping (prints its id).
     Create {
+        /// `NAME[:QUALIFIER]` of a function, or `flow:NAME` (each event starts a flow run).
         #[arg(long)]
         function: String,
         #[command(flatten)]
@@ -107,14 +180,20 @@ fn dest(d: Option<String>) -> Option<Value> {
     d.map(|d| if d == "none" { Value::Null } else { json!(d) })
 }
 
+/// `NAME:QUALIFIER`, or `flow:NAME` for a mapping that starts flow runs.
+fn target(m: &Value) -> String {
+    let function = text(&m["function"]);
+    if function.starts_with("flow:") {
+        return function;
+    }
+    format!("{function}:{}", text(&m["qualifier"]))
+}
+
 fn print(v: &Value) {
     out(&fields(&[
         ("id", text(&v["id"])),
         ("name", text(&v["name"])),
-        (
-            "function",
-            format!("{}:{}", text(&v["function"]), text(&v["qualifier"])),
-        ),
+        ("function", target(v)),
         ("source", v["source"].to_string()),
         ("enabled", text(&v["enabled"])),
         ("retries", text(&v["retries"])),
@@ -134,9 +213,11 @@ pub fn run(c: &Client, json_out: bool, cmd: MappingCmd) -> Result<(), CliError> 
             on_failure,
             retries,
         } => {
-            let src = source.source().ok_or_else(|| {
+            let src = source.source()?.ok_or_else(|| {
                 CliError::Usage(
-                    "mapping create: give one of --mqtt, --cron, --every, --http".into(),
+                    "mapping create: give one of --mqtt, --cron, --every, --http, --stream-mqtt, \
+                     --stream-file"
+                        .into(),
                 )
             })?;
             let mut body = json!({"function": function, "source": src});
@@ -174,7 +255,7 @@ pub fn run(c: &Client, json_out: bool, cmd: MappingCmd) -> Result<(), CliError> 
                 t.row(vec![
                     text(&m["id"]),
                     text(&m["name"]),
-                    format!("{}:{}", text(&m["function"]), text(&m["qualifier"])),
+                    target(m),
                     m["source"].to_string(),
                     text(&m["enabled"]),
                 ]);
@@ -195,7 +276,7 @@ pub fn run(c: &Client, json_out: bool, cmd: MappingCmd) -> Result<(), CliError> 
             if let Some(f) = function {
                 body["function"] = json!(f);
             }
-            if let Some(s) = source.source() {
+            if let Some(s) = source.source()? {
                 body["source"] = s;
             }
             if let Some(n) = name {

@@ -1,16 +1,20 @@
 //! The `edgefn` operator CLI: the registry lifecycle under the agent CLI's verb names, devices,
-//! groups, deployments and keys, remote invoke, fleet logs and stats, as a client of the cloud
+//! groups, deployments and keys, remote invoke and batch jobs on a device, fleet logs and
+//! stats, as a client of the cloud
 //! API. One file per command family;
 //! errors are [`CliError`], which the binary turns into exit codes: 0 done, 1 the cloud refused
-//! (its message is printed), a waited-for rollout did not succeed or an invoked function failed,
+//! (its message is printed), a waited-for rollout did not succeed, an invoked function or a
+//! waited-for job failed,
 //! 2 usage or connection.
 
 pub mod build;
 pub mod client;
 pub mod deploy;
 pub mod device;
+pub mod flow;
 pub mod function;
 pub mod invoke;
+pub mod job;
 pub mod key;
 pub mod logs;
 pub mod mapping;
@@ -87,7 +91,10 @@ pub enum Command {
     Alias(function::AliasCmd),
     /// Event-source mappings (deployed with `deploy create --mapping`).
     #[command(subcommand)]
-    Mapping(mapping::MappingCmd),
+    Mapping(Box<mapping::MappingCmd>),
+    /// Flows (deployed with `deploy create --flow`).
+    #[command(subcommand)]
+    Flow(flow::FlowCmd),
     /// Devices and enrollment tokens.
     #[command(subcommand)]
     Device(device::DeviceCmd),
@@ -102,6 +109,8 @@ pub enum Command {
     Key(key::KeyCmd),
     /// Invoke a function on one device, relayed by the cloud over its MQTT broker.
     Invoke(invoke::InvokeArgs),
+    /// Batch jobs on one device (`--device D`), relayed by the cloud over its MQTT broker.
+    Job(job::JobArgs),
     /// Log records devices uploaded, across the fleet.
     Logs(logs::LogsArgs),
     /// Invocation statistics across the fleet (percentiles from merged histograms).
@@ -159,12 +168,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Function(cmd) => function::run_function(&c, json, cmd),
         Command::Alias(cmd) => function::run_alias(&c, json, cmd),
-        Command::Mapping(cmd) => mapping::run(&c, json, cmd),
+        Command::Mapping(cmd) => mapping::run(&c, json, *cmd),
+        Command::Flow(cmd) => flow::run(&c, json, cmd),
         Command::Device(cmd) => device::run_device(&c, json, cmd),
         Command::Group(cmd) => device::run_group(&c, json, cmd),
         Command::Deploy(cmd) => deploy::run(&c, json, cmd),
         Command::Key(cmd) => key::run(&c, json, cmd),
         Command::Invoke(a) => invoke::run(&c, json, a),
+        Command::Job(a) => job::run(&c, json, a),
         Command::Logs(a) => logs::run(&c, json, a),
         Command::Stats(a) => stats::run(&c, json, a),
         Command::New { .. } | Command::Build { .. } => unreachable!("handled above"),

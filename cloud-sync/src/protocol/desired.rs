@@ -32,6 +32,10 @@ pub struct DesiredState {
     pub functions: Vec<FunctionState>,
     /// Every cloud mapping the device should have; cloud mappings not listed are removed.
     pub mappings: Vec<MappingState>,
+    /// Every cloud flow the device should have; cloud flows not listed are removed. Left out
+    /// when empty, so documents without flows read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<FlowState>,
 }
 
 /// One function of the desired state.
@@ -71,5 +75,19 @@ pub struct MappingState {
     pub retries: u32,
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
+    pub deployment: String,
+}
+
+/// A flow (docs/flows.md) as the registry holds it, pinned by a deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowState {
+    pub name: String,
+    /// The registry's flag: a disabled flow starts no new runs.
+    pub enabled: bool,
+    /// The definition in JSON (`protocol::flow::FlowDef`), checked by the cloud with the
+    /// agent's rules and again by the device.
+    pub definition: serde_json::Value,
+    /// The deployment that brought it (status reports name it).
     pub deployment: String,
 }

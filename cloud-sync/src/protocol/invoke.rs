@@ -86,6 +86,11 @@ pub struct InvokeRequest {
     pub expires_ms: i64,
     /// Where to publish the reply: under [`reply_prefix`] of `device`.
     pub reply_to: String,
+    /// Instead of an invocation, an operation on the device's batch jobs (`protocol::jobs`;
+    /// `function` and `qualifier` are then those of a submission, or empty). Absent from
+    /// plain invocations, so they read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<super::jobs::JobOp>,
 }
 
 /// What the device answers.
@@ -110,8 +115,10 @@ pub mod refusal {
     pub const THROTTLED: &str = "throttled";
     /// The request expired before the device got it (or too far ahead: clock skew).
     pub const EXPIRED: &str = "expired";
-    /// Anything else (a bad qualifier, an unusable stored module, ...).
+    /// Anything else (a bad qualifier, an unusable stored module, bad job input, ...).
     pub const INVALID: &str = "invalid";
+    /// The job is in a state that does not allow it (cancel of a finished job).
+    pub const CONFLICT: &str = "conflict";
 }
 
 /// A log line of the tail.
@@ -158,6 +165,10 @@ pub struct InvokeReply {
     /// Older lines were left out of `logs` to stay within [`MAX_TAIL_BYTES`].
     #[serde(default)]
     pub logs_truncated: bool,
+    /// With `done` for a job operation: the job document (`submit`, `status`, `cancel`), the
+    /// list of jobs (`list`) or a `protocol::jobs::ResultsPage` (`results`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<serde_json::Value>,
 }
 
 impl InvokeReply {
@@ -178,6 +189,7 @@ impl InvokeReply {
             fuel_used: 0,
             logs: Vec::new(),
             logs_truncated: false,
+            job: None,
         }
     }
 }
@@ -344,6 +356,7 @@ mod tests {
             issued_ms: now,
             expires_ms: now + 15_000,
             reply_to: format!("{}c1/r1", reply_prefix(device)),
+            job: None,
         }
     }
 

@@ -9,8 +9,12 @@
 //! - [`manifest`]: a published version's manifest (function, version, module sha256/size, spec).
 //! - [`desired`]: a device's desired-state document.
 //! - [`enroll`]: enrollment request and response.
+//! - [`flow`], [`flow_trigger`]: flow definitions and their triggers and waits: parsing (TOML,
+//!   JSON) and validation, the agent's and the cloud registry's one copy.
 //! - [`invoke`]: remote invoke: the signed request the cloud relays to a device over MQTT, the
 //!   device's reply, and [`verify_invoke`].
+//! - [`jobs`]: batch job operations relayed over the remote-invoke channel, the job document
+//!   and the progress bar both CLIs draw.
 //! - [`status`]: the per-deployment status report of a device.
 //! - [`names`]: function/alias names and qualifiers (the agent's rules).
 //! - [`verify`]: [`verify_desired`] and [`verify_module`], which check everything a device must.
@@ -18,15 +22,23 @@
 //! - [`telemetry`]: log/invocation/stats upload batches, their answer and their compression.
 //! - [`histogram`]: the mergeable histogram that stats buckets carry (agent and cloud merge it).
 //! - [`topic`]: MQTT topic names and filters: validation and matching (agent and cloud).
+//! - [`mapping`]: mapping sources (all kinds), destinations, names, retries and targets: the
+//!   rules the agent's store and the cloud's registry both apply.
+//! - [`partition`]: stream partition keys and file formats (part of a stream source).
 
 pub mod check;
 pub mod desired;
 pub mod enroll;
+pub mod flow;
+pub mod flow_trigger;
 pub mod histogram;
 pub mod invoke;
+pub mod jobs;
 pub mod keycert;
 pub mod manifest;
+pub mod mapping;
 pub mod names;
+pub mod partition;
 pub mod signed;
 pub mod status;
 pub mod telemetry;
@@ -34,7 +46,9 @@ pub mod topic;
 pub mod verify;
 
 pub use check::ModuleCheck;
-pub use desired::{AliasState, DesiredDocument, DesiredState, FunctionState, MappingState};
+pub use desired::{
+    AliasState, DesiredDocument, DesiredState, FlowState, FunctionState, MappingState,
+};
 pub use enroll::{EnrollRequest, EnrollResponse};
 pub use invoke::{verify_invoke, InvokeMessage, InvokeReply, InvokeRequest, ReplyStatus};
 pub use keycert::KeyCert;

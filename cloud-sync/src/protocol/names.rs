@@ -1,12 +1,14 @@
 //! Names and qualifiers, with the agent's rules (docs/agent-api.md): function and alias names
 //! are 1-64 of `A-Z a-z 0-9 - _` starting with a letter or digit; alias names are not `latest`
 //! and not all digits; a qualifier is `latest`, a version number (from 1) or an alias name.
-//! (The agent has its own copy in agent/src/store/names.rs; this one has no dependencies.)
+//! The agent's store types its errors (agent/src/store/names.rs) but takes the reasons from
+//! [`name_reason`] and [`qualifier_reason`], so both say the same.
 
 /// Longest function or alias name.
 pub const MAX_NAME_LEN: usize = 64;
 
-fn check_charset(name: &str) -> Result<(), &'static str> {
+/// Why `name` is not a valid function, alias or mapping name (the charset and length rule).
+pub fn name_reason(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("must not be empty");
     }
@@ -27,12 +29,12 @@ fn check_charset(name: &str) -> Result<(), &'static str> {
 
 /// A name's problem, or `Ok`. Used for function, group and device names too.
 pub fn check_name(name: &str) -> Result<(), String> {
-    check_charset(name).map_err(|r| format!("bad name {name:?}: {r}"))
+    name_reason(name).map_err(|r| format!("bad name {name:?}: {r}"))
 }
 
 /// An alias name's problem, or `Ok`.
 pub fn check_alias_name(name: &str) -> Result<(), String> {
-    check_charset(name).map_err(|r| format!("bad alias name {name:?}: {r}"))?;
+    name_reason(name).map_err(|r| format!("bad alias name {name:?}: {r}"))?;
     if name.eq_ignore_ascii_case("latest") {
         return Err(format!("bad alias name {name:?}: `latest` is reserved"));
     }
@@ -50,6 +52,22 @@ pub enum Qualifier {
     Latest,
     Version(u32),
     Alias(String),
+}
+
+/// Why `text` is not a qualifier, in the agent's words (`versions are numbered from 1`).
+pub fn qualifier_reason(text: &str) -> Result<Qualifier, &'static str> {
+    if text == "latest" {
+        return Ok(Qualifier::Latest);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse::<u32>() {
+            Ok(0) => Err("versions are numbered from 1"),
+            Ok(v) => Ok(Qualifier::Version(v)),
+            Err(_) => Err("version number too large"),
+        };
+    }
+    check_alias_name(text).map_err(|_| "expected `latest`, a version number or an alias name")?;
+    Ok(Qualifier::Alias(text.to_owned()))
 }
 
 impl Qualifier {

@@ -95,6 +95,8 @@ pub struct VerifiedState {
     pub key_id: String,
     pub functions: Vec<VerifiedFunction>,
     pub mappings: Vec<MappingState>,
+    /// Flows, as the signed document carries them (the device checks their definitions).
+    pub flows: Vec<super::FlowState>,
 }
 
 /// Checks one key certificate against the root key at `now_ms`.
@@ -244,6 +246,7 @@ pub fn verify_desired(
         key_id: doc.document.key_id.clone(),
         functions,
         mappings: state.mappings,
+        flows: state.flows,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Deployments: what a group should run (function versions, aliases, mappings, pinned at
+//! Deployments: what a group should run (function versions, aliases, mappings, flows, pinned at
 //! creation) and how to roll it out (batch percent, failure threshold, health wait).
 //!
 //! Deployment status: `running` -> `succeeded` | `rolled_back` | `cancelled` (by the operator, or
@@ -25,6 +25,9 @@ use crate::store::{Row, StoreError, Tx};
 pub struct Content {
     pub functions: Vec<ContentFunction>,
     pub mappings: Vec<crate::protocol::MappingState>,
+    /// Flows with their definitions as they were at creation (older deployments have none).
+    #[serde(default)]
+    pub flows: Vec<crate::protocol::FlowState>,
 }
 
 /// One function of a deployment: the versions devices hold and the aliases they see.
@@ -45,6 +48,9 @@ pub struct NewDeployment {
     /// Ids or names of registry mappings; their functions must be deployed too.
     #[serde(default)]
     pub mappings: Vec<String>,
+    /// Names of registry flows.
+    #[serde(default)]
+    pub flows: Vec<String>,
     #[serde(default = "default_batch")]
     pub batch_percent: u32,
     #[serde(default)]
@@ -87,6 +93,7 @@ pub struct DeploymentInfo {
     pub current_batch: u32,
     pub functions: Vec<ContentFunction>,
     pub mappings: Vec<String>,
+    pub flows: Vec<String>,
     /// Devices per state.
     pub counts: BTreeMap<String, u32>,
     pub created_ms: i64,
@@ -139,6 +146,7 @@ fn from_row(tx: &mut dyn Tx, r: &Row, with_devices: bool) -> Result<DeploymentIn
         batches: r.u32(7)?,
         current_batch: r.u32(8)?,
         mappings: content.mappings.iter().map(|m| m.id.clone()).collect(),
+        flows: content.flows.iter().map(|f| f.name.clone()).collect(),
         functions: content.functions,
         counts,
         created_ms: r.i64(10)?,
@@ -208,7 +216,16 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
     let mut mappings_out = Vec::new();
     for id in &new.mappings {
         let m = mappings::get_tx(tx, id)?;
-        let Some(f) = by_name.get(&m.function) else {
+        // A flow target starts runs of a flow on the device (deployed with the mapping's
+        // deployment or made there locally); a device without it fails the deliveries.
+        let flow = m
+            .function
+            .starts_with(crate::registry::mapping::FLOW_TARGET);
+        let Some(f) = by_name.get(&m.function).filter(|_| !flow) else {
+            if flow {
+                mappings_out.push(mapping_state(m));
+                continue;
+            }
             return Err(StoreError::invalid(format!(
                 "mapping {} feeds {}, which this deployment does not deploy",
                 m.id, m.function
@@ -228,23 +245,45 @@ fn pin(tx: &mut dyn Tx, new: &NewDeployment) -> Result<Content> {
                 m.id, m.function, m.qualifier, m.function, m.qualifier
             )));
         }
-        mappings_out.push(crate::protocol::MappingState {
-            id: m.id,
-            name: m.name,
-            function: m.function,
-            qualifier: m.qualifier,
-            source: serde_json::to_value(&m.source).unwrap(),
-            enabled: m.enabled,
-            retries: m.retries,
-            on_success: m.on_success,
-            on_failure: m.on_failure,
+        mappings_out.push(mapping_state(m));
+    }
+    let mut flows = Vec::new();
+    for name in &new.flows {
+        if flows
+            .iter()
+            .any(|f: &crate::protocol::FlowState| &f.name == name)
+        {
+            continue;
+        }
+        let f = super::flows::get_tx(tx, name)?;
+        flows.push(crate::protocol::FlowState {
+            name: f.name,
+            enabled: f.enabled,
+            definition: serde_json::to_value(&f.definition).expect("definitions serialize"),
             deployment: String::new(),
         });
     }
     Ok(Content {
         functions: by_name.into_values().collect(),
         mappings: mappings_out,
+        flows,
     })
+}
+
+/// A registry mapping as the desired document carries it (its deployment is set later).
+fn mapping_state(m: mappings::Mapping) -> crate::protocol::MappingState {
+    crate::protocol::MappingState {
+        id: m.id,
+        name: m.name,
+        function: m.function,
+        qualifier: m.qualifier,
+        source: serde_json::to_value(&m.source).unwrap(),
+        enabled: m.enabled,
+        retries: m.retries,
+        on_success: m.on_success,
+        on_failure: m.on_failure,
+        deployment: String::new(),
+    }
 }
 
 impl Service {
@@ -269,6 +308,9 @@ impl Service {
                 let mut content = pin(tx, &new)?;
                 for m in &mut content.mappings {
                     m.deployment = id.clone();
+                }
+                for f in &mut content.flows {
+                    f.deployment = id.clone();
                 }
                 // A new deployment to the group supersedes a running one: it stops releasing
                 // batches (devices that have it keep it until the new one reaches them).

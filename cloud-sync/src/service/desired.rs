@@ -1,7 +1,7 @@
 //! A device's desired state: the overlay of the deployments that reach it, signed.
 //!
 //! Deployments to the device's groups are applied oldest first, each replacing the functions
-//! (by name) and mappings (by id) it carries. A deployment reaches a device when the device's
+//! (by name), mappings (by id) and flows (by name) it carries. A deployment reaches a device when the device's
 //! batch is released (`released`, `applied`, `healthy`; or `cancelled` never), or, for devices
 //! with no state in it (they joined the group later), when it has `succeeded`. Rolled-back
 //! deployments and a device's `failed` ones do not reach it.
@@ -30,15 +30,20 @@ use crate::now_ms;
 use crate::params;
 use crate::protocol::verify::sha256_hex;
 use crate::protocol::{
-    Context, DesiredDocument, DesiredState, FunctionState, Manifest, MappingState, Signed,
+    Context, DesiredDocument, DesiredState, FlowState, FunctionState, Manifest, MappingState,
+    Signed,
 };
 use crate::store::{StoreError, Tx};
 
-/// The functions and mappings `device` should run.
-fn overlay(tx: &mut dyn Tx, device: &str) -> Result<(Vec<FunctionState>, Vec<MappingState>)> {
+/// What a device should run.
+type Overlay = (Vec<FunctionState>, Vec<MappingState>, Vec<FlowState>);
+
+/// The functions, mappings and flows `device` should run.
+fn overlay(tx: &mut dyn Tx, device: &str) -> Result<Overlay> {
     let groups = device_groups(tx, device)?;
     let mut functions: BTreeMap<String, FunctionState> = BTreeMap::new();
     let mut mappings: BTreeMap<String, MappingState> = BTreeMap::new();
+    let mut flows: BTreeMap<String, FlowState> = BTreeMap::new();
     let rows = tx.query(
         "SELECT d.id, d.group_name, d.status, d.content, dd.state FROM deployments d
            LEFT JOIN deployment_devices dd ON dd.deployment_id = d.id AND dd.device_id = $1
@@ -95,10 +100,22 @@ fn overlay(tx: &mut dyn Tx, device: &str) -> Result<(Vec<FunctionState>, Vec<Map
         for m in content.mappings {
             mappings.insert(m.id.clone(), m);
         }
+        for mut f in content.flows {
+            // The registry's enabled flag now (like a function's); a flow deleted from the
+            // registry keeps the deployment's.
+            if let Some(r) = tx.query_opt(
+                "SELECT enabled FROM flows WHERE name = $1",
+                params![&f.name],
+            )? {
+                f.enabled = r.bool(0)?;
+            }
+            flows.insert(f.name.clone(), f);
+        }
     }
     Ok((
         functions.into_values().collect(),
         mappings.into_values().collect(),
+        flows.into_values().collect(),
     ))
 }
 
@@ -107,6 +124,7 @@ fn overlay(tx: &mut dyn Tx, device: &str) -> Result<(Vec<FunctionState>, Vec<Map
 struct Snapshot {
     functions: Vec<FunctionState>,
     mappings: Vec<MappingState>,
+    flows: Vec<FlowState>,
     keys: Vec<Signed<crate::protocol::KeyCert>>,
     key_id: String,
     content_hash: String,
@@ -137,15 +155,21 @@ fn stored(tx: &mut dyn Tx, device: &str) -> Result<Stored> {
 
 /// Phase 1, in a read transaction: the content and the stored document.
 fn snapshot(tx: &mut dyn Tx, device: &str) -> Result<Snapshot> {
-    let (functions, mappings) = overlay(tx, device)?;
+    let (functions, mappings, flows) = overlay(tx, device)?;
     let keys = signing::listed_certs(tx)?;
     let key_id = signing::active_key_id(tx)?;
-    let hash_input = serde_json::to_vec(&(&functions, &mappings, &keys, &key_id)).unwrap();
+    // Without flows the hash is what it was before flows existed (no needless re-signing).
+    let hash_input = if flows.is_empty() {
+        serde_json::to_vec(&(&functions, &mappings, &keys, &key_id)).unwrap()
+    } else {
+        serde_json::to_vec(&(&functions, &mappings, &keys, &key_id, &flows)).unwrap()
+    };
     Ok(Snapshot {
         content_hash: sha256_hex(&hash_input),
         stored: stored(tx, device)?,
         functions,
         mappings,
+        flows,
         keys,
         key_id,
     })
@@ -195,6 +219,7 @@ fn store_document(
         expires_ms: now + ttl_ms,
         functions: snap.functions.clone(),
         mappings: snap.mappings.clone(),
+        flows: snap.flows.clone(),
     };
     let doc = DesiredDocument {
         keys: snap.keys.clone(),

@@ -1,5 +1,7 @@
-//! Event-source mappings in the registry (the agent's mapping rules, docs/agent-api.md). A
-//! deployment names the mappings it carries to devices (`deploy create --mapping ID`).
+//! Event-source mappings in the registry (the agent's mapping rules, shared through
+//! `protocol::mapping`, docs/agent-api.md). A deployment names the mappings it carries to
+//! devices (`deploy create --mapping ID`). A mapping's target is a registry function, or
+//! `flow:NAME` (a flow run per event; the qualifier is unused and stays `latest`).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +9,10 @@ use super::functions::ensure_exists;
 use super::{Result, Service};
 use crate::now_ms;
 use crate::params;
-use crate::protocol::names::{check_name, parse_target, Qualifier};
-use crate::registry::mapping::{check_destination, Source, MAX_RETRIES};
+use crate::protocol::names::{parse_target, Qualifier};
+use crate::registry::mapping::{
+    check_destination, check_mapping_name, check_retries, check_target, Source, FLOW_TARGET,
+};
 use crate::store::{Row, StoreError, Tx};
 
 /// A stored mapping (the agent API's JSON shape).
@@ -84,23 +88,12 @@ pub(crate) fn get_tx(tx: &mut dyn Tx, id: &str) -> Result<Mapping> {
 /// Checks a complete mapping and the uniqueness of its name and HTTP path.
 fn check(tx: &mut dyn Tx, m: &Mapping) -> Result<()> {
     let invalid = |e: String| StoreError::invalid(e);
-    check_name(&m.function).map_err(invalid)?;
+    check_target(&m.function).map_err(invalid)?;
     Qualifier::parse(&m.qualifier).map_err(invalid)?;
     m.source.validate().map_err(invalid)?;
-    if m.retries > MAX_RETRIES {
-        return Err(invalid(format!(
-            "retries {} is too many: at most {MAX_RETRIES}",
-            m.retries
-        )));
-    }
+    check_retries(m.retries).map_err(invalid)?;
     if m.name != m.id {
-        if m.name.starts_with("m-") {
-            return Err(invalid(format!(
-                "bad mapping name {:?}: names starting with `m-` are reserved for ids",
-                m.name
-            )));
-        }
-        check_name(&m.name).map_err(invalid)?;
+        check_mapping_name(&m.name).map_err(invalid)?;
     }
     if let Some(r) = tx.query_opt(
         "SELECT id FROM mappings WHERE name = $1 AND id <> $2",
@@ -157,6 +150,16 @@ fn write(tx: &mut dyn Tx, m: &Mapping, insert: bool) -> Result<()> {
     Ok(())
 }
 
+/// The mapped function must be in the registry. A flow target (`flow:NAME`) is not checked
+/// here: the flow may be one the cloud deploys or one made locally on the device; a device
+/// without it fails the mapping's deliveries like an unknown function.
+fn ensure_target(tx: &mut dyn Tx, target: &str) -> Result<()> {
+    if target.starts_with(FLOW_TARGET) {
+        return Ok(());
+    }
+    ensure_exists(tx, target)
+}
+
 fn destination(d: Option<String>) -> Result<Option<String>> {
     d.map(|d| check_destination(&d).map_err(StoreError::invalid))
         .transpose()
@@ -172,7 +175,9 @@ impl Service {
             .source
             .clone()
             .ok_or_else(|| StoreError::bad_request("missing field `source`"))?;
+        let flow = target.starts_with(FLOW_TARGET);
         let (function, qualifier) = match (target.split_once(':'), &input.qualifier) {
+            _ if flow => (target.clone(), "latest".to_string()),
             (Some(_), Some(_)) => {
                 return Err(StoreError::invalid(
                     "give the qualifier in `function` or in `qualifier`, not both",
@@ -202,7 +207,7 @@ impl Service {
         self.store
             .tx(move |tx| {
                 check(tx, &m)?;
-                ensure_exists(tx, &m.function)?;
+                ensure_target(tx, &m.function)?;
                 write(tx, &m, true)?;
                 Ok(m.clone())
             })
@@ -218,6 +223,10 @@ impl Service {
                 let mut m = get_tx(tx, &id)?;
                 if let Some(f) = &input.function {
                     match f.split_once(':') {
+                        _ if f.starts_with(FLOW_TARGET) => {
+                            m.function = f.clone();
+                            m.qualifier = "latest".into();
+                        }
                         Some(_) => {
                             let (f, q) = parse_target(f).map_err(StoreError::invalid)?;
                             m.function = f;
@@ -225,7 +234,7 @@ impl Service {
                         }
                         None => m.function = f.clone(),
                     }
-                    ensure_exists(tx, &m.function)?;
+                    ensure_target(tx, &m.function)?;
                 }
                 if let Some(q) = &input.qualifier {
                     m.qualifier = q.clone();

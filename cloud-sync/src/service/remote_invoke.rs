@@ -7,6 +7,7 @@
 //! for the device's reply on its own reply topic, and returns it. No reply within the wait is
 //! [`RemoteInvokeError::Timeout`], which says when the device was last seen (device requests note
 //! it; an agent uploading telemetry is seen every 10 s), so an offline device is plain to see.
+//! Job operations (`remote_jobs.rs`) travel the same way ([`Service::relay`]).
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::protocol::invoke::{
     refusal, InvokeMessage, InvokeReply, InvokeRequest, ReplyStatus, DEFAULT_TIMEOUT_MS,
     EXPIRY_GRACE_MS, MAX_PAYLOAD_BYTES, MAX_TIMEOUT_MS,
 };
+use crate::protocol::jobs::JobOp;
 use crate::protocol::names::{check_name, Qualifier};
 use crate::protocol::{Context, KeyCert, Signed};
 use crate::store::StoreError;
@@ -117,6 +119,17 @@ struct Target {
     last_seen_ms: Option<i64>,
 }
 
+/// One request to relay, checked: an invocation or a job operation.
+pub(crate) struct Outgoing {
+    pub function: String,
+    pub qualifier: String,
+    pub payload: Vec<u8>,
+    pub is_async: bool,
+    pub log_tail: bool,
+    pub timeout_ms: u64,
+    pub job: Option<JobOp>,
+}
+
 impl Service {
     /// Relays `req` to `device` (id or name) and waits for its reply (see the module docs).
     pub async fn remote_invoke(
@@ -124,11 +137,6 @@ impl Service {
         device: String,
         req: RemoteInvoke,
     ) -> Result<RemoteAnswer, RemoteInvokeError> {
-        let link = self
-            .broker
-            .get()
-            .cloned()
-            .ok_or(RemoteInvokeError::NoBroker)?;
         check_name(&req.function).map_err(StoreError::invalid)?;
         let qualifier = Qualifier::parse(&req.qualifier).map_err(StoreError::invalid)?;
         if req.payload.len() > MAX_PAYLOAD_BYTES {
@@ -139,13 +147,45 @@ impl Service {
             ))
             .into());
         }
-        let timeout_ms = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-            return Err(StoreError::invalid(format!(
-                "timeout_ms {timeout_ms}: 1..={MAX_TIMEOUT_MS}"
-            ))
-            .into());
+        let timeout_ms = check_timeout(req.timeout_ms)?;
+        let answer = self
+            .relay(
+                device,
+                Outgoing {
+                    function: req.function.clone(),
+                    qualifier: qualifier.to_string(),
+                    payload: req.payload,
+                    is_async: req.is_async,
+                    log_tail: req.log_tail,
+                    timeout_ms,
+                    job: None,
+                },
+            )
+            .await?;
+        let bad = |detail: &str| RemoteInvokeError::BadReply {
+            device: format!("{} ({})", answer.device, answer.device_id),
+            detail: detail.into(),
+        };
+        match answer.reply.status {
+            ReplyStatus::Accepted if !req.is_async => Err(bad("an async answer to a sync request")),
+            ReplyStatus::Done if req.is_async => Err(bad("a sync answer to an async request")),
+            _ => Ok(answer),
         }
+    }
+
+    /// Signs `out` for `device` (id or name), publishes it and waits for the reply: the reply
+    /// when the device ran it ([`RemoteInvokeError::Refused`] when it did not).
+    pub(crate) async fn relay(
+        &self,
+        device: String,
+        out: Outgoing,
+    ) -> Result<RemoteAnswer, RemoteInvokeError> {
+        let link = self
+            .broker
+            .get()
+            .cloned()
+            .ok_or(RemoteInvokeError::NoBroker)?;
+        let timeout_ms = out.timeout_ms;
         let (target, key_id, key, cert) = self
             .store
             .read(move |tx| {
@@ -189,15 +229,16 @@ impl Service {
         let request = InvokeRequest {
             device: target.id.clone(),
             request_id: request_id.clone(),
-            function: req.function.clone(),
-            qualifier: qualifier.to_string(),
-            payload_base64: B64.encode(&req.payload),
-            is_async: req.is_async,
-            log_tail: req.log_tail,
+            function: out.function,
+            qualifier: out.qualifier,
+            payload_base64: B64.encode(&out.payload),
+            is_async: out.is_async,
+            log_tail: out.log_tail,
             timeout_ms,
             issued_ms: now,
             expires_ms: now + timeout_ms as i64 + EXPIRY_GRACE_MS,
             reply_to: link.reply_topic(&target.id, &request_id),
+            job: out.job,
         };
         let message = InvokeMessage {
             keys: vec![cert],
@@ -232,25 +273,30 @@ impl Service {
                 reply.request_id, reply.device
             )));
         }
-        match reply.status {
-            ReplyStatus::Refused => Err(RemoteInvokeError::Refused {
+        if reply.status == ReplyStatus::Refused {
+            return Err(RemoteInvokeError::Refused {
                 device: label,
                 code: reply.code.unwrap_or_else(|| refusal::INVALID.into()),
                 message: reply.error.unwrap_or_default(),
-            }),
-            ReplyStatus::Accepted if !req.is_async => {
-                Err(bad("an async answer to a sync request".into()))
-            }
-            ReplyStatus::Done if req.is_async => {
-                Err(bad("a sync answer to an async request".into()))
-            }
-            _ => Ok(RemoteAnswer {
-                device: target.name,
-                device_id: target.id,
-                reply,
-            }),
+            });
         }
+        Ok(RemoteAnswer {
+            device: target.name,
+            device_id: target.id,
+            reply,
+        })
     }
+}
+
+/// The wait of a request: `timeout_ms` or [`DEFAULT_TIMEOUT_MS`], at most [`MAX_TIMEOUT_MS`].
+pub(crate) fn check_timeout(timeout_ms: Option<u64>) -> Result<u64, RemoteInvokeError> {
+    let timeout_ms = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(
+            StoreError::invalid(format!("timeout_ms {timeout_ms}: 1..={MAX_TIMEOUT_MS}")).into(),
+        );
+    }
+    Ok(timeout_ms)
 }
 
 #[cfg(test)]

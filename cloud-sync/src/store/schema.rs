@@ -205,6 +205,17 @@ CREATE INDEX deployments_status ON deployments (status)
 "#,
     // 4: storage tuning only PostgreSQL has syntax for (see `POSTGRES_ONLY`); nothing portable.
     "",
+    // 5: flows in the registry (`service/flows.rs`): the definition as JSON.
+    r#"
+CREATE TABLE flows (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    enabled BIGINT NOT NULL,
+    revision BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+)
+"#,
 ];
 
 /// Statements PostgreSQL runs after the portable migration of the same number (1-based), in

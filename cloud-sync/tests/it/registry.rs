@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::both;
-use crate::support::{b64, module, Backend, Server};
+use crate::support::{b64, eventually, module, Backend, Server};
 
 fn lifecycle(backend: Backend) {
     let s = Server::start(backend);
@@ -279,7 +279,48 @@ fn mappings(backend: Backend) {
         (
             json!({"function": "celsius", "source": {"kind": "mqtt", "filter": "x"}, "retries": 101}),
             422,
-            "retries",
+            "101 retries is too many: at most 100",
+        ),
+        // The agent's rules and words, from protocol::mapping (shared with the agent).
+        (
+            json!({"function": "celsius", "source": {"kind": "cron", "expr": "0 0 0 30 2 *"}}),
+            422,
+            "never fires",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a/+", "partition_key": "topic:3"}}),
+            422,
+            "partition key `topic:3`: the filter \"a/+\" has only 2 levels",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a", "batch_size": 0}}),
+            422,
+            "batch size 0 is out of range: 1 to 10000",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "a", "batch_window_ms": 300001}}),
+            422,
+            "batch window 300001ms is too long",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-file", "path": "data.csv", "format": "csv"}}),
+            422,
+            "bad stream file \"data.csv\": give an absolute path",
+        ),
+        (
+            json!({"function": "celsius", "source": {"kind": "stream-file", "path": "/d.csv", "format": "csv", "partition_key": "topic"}}),
+            422,
+            "partition key `topic` is for MQTT streams",
+        ),
+        (
+            json!({"function": "flow:bad name", "source": {"kind": "mqtt", "filter": "x"}}),
+            422,
+            "invalid name \"bad name\"",
+        ),
+        (
+            json!({"function": "celsius", "name": "m-x", "source": {"kind": "mqtt", "filter": "x"}}),
+            422,
+            "reserved for mapping ids",
         ),
     ] {
         let (st, v) = op.call("POST", "/v1/mappings", Some(&body));
@@ -295,6 +336,78 @@ fn mappings(backend: Backend) {
         Some(&json!({"function": "celsius", "source": {"kind": "smoke"}})),
     );
     assert_eq!(st, 400);
+    // A bad partition key or file format is refused while the body is read (as by the agent).
+    for (source, needle) in [
+        (
+            json!({"kind": "stream-mqtt", "filter": "a", "partition_key": "device"}),
+            "bad partition key \"device\"",
+        ),
+        (
+            json!({"kind": "stream-file", "path": "/a", "format": "xml"}),
+            "xml",
+        ),
+    ] {
+        let (st, v) = op.call(
+            "POST",
+            "/v1/mappings",
+            Some(&json!({"function": "celsius", "source": source})),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    // Streams and flow targets are taken, with the agent's defaults.
+    let sm = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius", "source": {"kind": "stream-mqtt", "filter": "plant/+/t", "partition_key": "topic:2", "batch_window_ms": 500}})));
+    assert_eq!(
+        sm["source"],
+        json!({"kind": "stream-mqtt", "filter": "plant/+/t", "partition_key": "topic:2", "batch_size": 100, "batch_window_ms": 500})
+    );
+    let sf = op.ok("POST", "/v1/mappings", Some(&json!({"function": "celsius", "source": {"kind": "stream-file", "path": "/var/lib/in.jsonl", "format": "jsonl", "follow": true, "partition_key": "json:/device"}})));
+    assert_eq!(sf["source"]["partition_key"], "json:/device");
+    let fm = op.ok(
+        "POST",
+        "/v1/mappings",
+        Some(
+            &json!({"function": "flow:orders", "source": {"kind": "mqtt", "filter": "orders/new"}}),
+        ),
+    );
+    assert_eq!(
+        (fm["function"].as_str(), fm["qualifier"].as_str()),
+        (Some("flow:orders"), Some("latest"))
+    );
+    let fm = op.ok(
+        "PATCH",
+        &format!("/v1/mappings/{}", sm["id"].as_str().unwrap()),
+        Some(&json!({"function": "flow:other"})),
+    );
+    assert_eq!(fm["function"], "flow:other");
+    for m in [&sm, &sf] {
+        assert_eq!(
+            op.call(
+                "DELETE",
+                &format!("/v1/mappings/{}", m["id"].as_str().unwrap()),
+                None
+            )
+            .0,
+            204
+        );
+    }
+    let fid = op
+        .ok("GET", "/v1/mappings", None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["function"] == "flow:orders")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        op.call("DELETE", &format!("/v1/mappings/{fid}"), None).0,
+        204
+    );
     // update, pause/resume, by name
     let u = op.ok(
         "PATCH",
@@ -356,3 +469,128 @@ fn a_large_module_is_accepted() {
     );
     assert_eq!(v["latest"]["size"].as_u64(), Some(m.len() as u64));
 }
+
+fn flows(backend: Backend) {
+    let s = Server::start(backend);
+    let op = s.op();
+    s.publish("celsius", 1);
+    let def = json!({"steps": [{"name": "convert", "function": "celsius:1"}]});
+    let f = op.ok(
+        "POST",
+        "/v1/flows",
+        Some(&json!({"name": "conv", "definition": def})),
+    );
+    assert_eq!(
+        (
+            f["name"].as_str(),
+            f["revision"].as_u64(),
+            f["enabled"].as_bool()
+        ),
+        (Some("conv"), Some(1), Some(true)),
+        "{f}"
+    );
+    // The agent's parser and rules, with its words (they name the step and field).
+    for (body, code, needle) in [
+        (
+            json!({"name": "conv", "definition": def}),
+            409,
+            "already exists",
+        ),
+        (json!({"definition": def}), 422, "the flow has no name"),
+        (
+            json!({"name": "bad name", "definition": def}),
+            422,
+            "invalid flow name \"bad name\"",
+        ),
+        (
+            json!({"name": "x", "definition": {"name": "y", "steps": def["steps"]}}),
+            422,
+            "is named \"y\" but is stored as \"x\"",
+        ),
+        (
+            json!({"name": "x", "definition": {"steps": [{"name": "a"}]}}),
+            422,
+            "step \"a\" does nothing",
+        ),
+        (
+            json!({"name": "x", "definition": {"steps": [{"name": "a", "function": "celsius", "next": "zz"}]}}),
+            422,
+            "step \"a\": next names unknown step \"zz\"",
+        ),
+        (
+            json!({"name": "x", "definition": {"steps": [{"name": "a", "function": "celsius", "retries": 99}]}}),
+            422,
+            "step \"a\": retries 99 is too many",
+        ),
+        (
+            json!({"name": "x", "definition": {"steps": [{"name": "a", "function": "nope"}]}}),
+            422,
+            "step \"a\": unknown function \"nope\" (create it first)",
+        ),
+        (
+            json!({"name": "x", "definition": {"steps": [{"name": "a", "function": "celsius", "nxt": "b"}]}}),
+            422,
+            "nxt",
+        ),
+    ] {
+        let (st, v) = op.call("POST", "/v1/flows", Some(&body));
+        assert_eq!(st, code, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
+    }
+    // Update (a new revision only when the definition changes), enable/disable, list.
+    let def2 = json!({"description": "two", "steps": [{"name": "convert", "function": "celsius:1", "retries": 3}]});
+    assert_eq!(
+        op.ok("PUT", "/v1/flows/conv", Some(&json!({"definition": def2})))["revision"],
+        2
+    );
+    assert_eq!(
+        op.ok("PUT", "/v1/flows/conv", Some(&json!({"definition": def2})))["revision"],
+        2
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/flows/conv/disable", None)["enabled"],
+        false
+    );
+    assert_eq!(
+        op.ok("POST", "/v1/flows/conv/enable", None)["enabled"],
+        true
+    );
+    let list = op.ok("GET", "/v1/flows", None);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["definition"]["steps"][0]["retries"], 3, "{list}");
+    // A deployment carries it, pinned.
+    let mut dev = s.fleet("fl", 1).remove(0);
+    let d = op.ok(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "fl", "functions": ["celsius:1"], "flows": ["conv"]})),
+    );
+    assert_eq!(d["flows"], json!(["conv"]), "{d}");
+    let state = dev.fetch();
+    assert_eq!(state.flows.len(), 1, "{state:?}");
+    assert_eq!(
+        (state.flows[0].name.as_str(), state.flows[0].enabled),
+        ("conv", true)
+    );
+    assert_eq!(state.flows[0].definition["steps"][0]["retries"], 3);
+    assert_eq!(state.flows[0].deployment, d["id"].as_str().unwrap());
+    // The registry's enabled flag reaches the document (like a function's).
+    op.ok("POST", "/v1/flows/conv/disable", None);
+    let state = eventually(10, || {
+        let st = dev.fetch();
+        (!st.flows[0].enabled).then_some(st)
+    });
+    assert_eq!(state.flows[0].name, "conv");
+    let (st, v) = op.call(
+        "POST",
+        "/v1/deployments",
+        Some(&json!({"group": "fl", "functions": ["celsius:1"], "flows": ["nope"]})),
+    );
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(op.call("DELETE", "/v1/flows/conv", None).0, 204);
+    assert_eq!(op.call("GET", "/v1/flows/conv", None).0, 404);
+}
+both!(flow_rules, flows);

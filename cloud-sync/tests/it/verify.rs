@@ -71,6 +71,7 @@ impl Fixture {
                 }],
             }],
             mappings: vec![],
+            flows: vec![],
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! | file | concept |
 //! |---|---|
-//! | `key.rs` | [`PartitionKey`] (`none`, `topic`, `topic:N`, `json:/POINTER`) and [`FileFormat`] |
+//! | (`edgefn_cloud::protocol::partition`) | [`PartitionKey`] (`none`, `topic`, `topic:N`, `json:/POINTER`) and [`FileFormat`], shared with the cloud |
 //! | `appender.rs` | [`Appender`]: MQTT messages of stream mappings appended in arrival order, many per transaction, with their dedup marks; the link acks after the append committed |
 //! | `file.rs` | file sources (CSV, JSON lines; once or followed), position committed with the records |
 //! | `worker.rs` | the tasks: one per stream mapping, one worker per partition; batches, windows, retries, checkpoints |
@@ -18,13 +18,12 @@ mod appender;
 mod bisect;
 pub mod encode;
 mod file;
-mod key;
 mod worker;
 
 pub use appender::Appender;
 pub use bisect::{Attempt, Bisect, Failed};
+pub use edgefn_cloud::protocol::partition::{FileFormat, PartitionKey};
 pub use file::MAX_BACKLOG;
-pub use key::{FileFormat, PartitionKey};
 pub use worker::supervise;
 
 use std::collections::HashMap;

@@ -11,8 +11,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::definition::{check_pointer, InvalidFlow};
-use crate::store::{Missed, Source};
+use super::flow::{check_pointer, InvalidFlow};
+use super::mapping::{Missed, Source};
+use super::names::name_reason;
 
 /// Most sources of a trigger or a wait step.
 pub const MAX_SOURCES: usize = 16;
@@ -227,18 +228,15 @@ impl SourceDef {
             ));
         }
         if let Some(n) = &self.name {
-            crate::store::names::validate_function_name(n)
-                .map_err(|e| InvalidFlow(format!("{at}: name {n:?}: {e}")))?;
+            name_reason(n)
+                .map_err(|r| InvalidFlow(format!("{at}: name {n:?}: invalid name {n:?}: {r}")))?;
         }
         let source = self
             .source()
             .map_err(|e| InvalidFlow(format!("{at}: {e}")))?;
-        source.validate().map_err(|e| match e {
-            crate::store::StoreError::InvalidMapping { reason } => {
-                InvalidFlow(format!("{at}: {reason}"))
-            }
-            e => InvalidFlow(format!("{at}: {e}")),
-        })?;
+        source
+            .validate()
+            .map_err(|reason| InvalidFlow(format!("{at}: {reason}")))?;
         if let Some(k) = key {
             let k = EventKey::parse(k).map_err(|e| InvalidFlow(format!("{at}: {e}")))?;
             if self.is_schedule() {
@@ -412,29 +410,6 @@ impl WaitDef {
     }
 }
 
-/// How an event appears in a run: in a trigger's input (`{"key", "events": [E, ...]}`) and as
-/// the result of a wait step. `index` is the source's place in its list (from 0).
-pub fn envelope(
-    index: usize,
-    def: &SourceDef,
-    event: &crate::pool::OwnedEvent,
-    key: Option<&str>,
-) -> Value {
-    let mut o = serde_json::Map::new();
-    o.insert("index".into(), index.into());
-    if let Some(n) = &def.name {
-        o.insert("name".into(), n.clone().into());
-    }
-    o.insert("source".into(), event.source.clone().into());
-    o.insert("subject".into(), event.subject.clone().into());
-    o.insert("time_ms".into(), event.time_ms.into());
-    if let Some(k) = key {
-        o.insert("key".into(), k.into());
-    }
-    o.insert("data".into(), super::value_from_bytes(&event.data));
-    Value::Object(o)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,11 +476,11 @@ mod tests {
         }
     }
 
-    fn flow_with_wait(wait: &str) -> Result<super::super::FlowDef, String> {
+    fn flow_with_wait(wait: &str) -> Result<super::super::flow::FlowDef, String> {
         let text = format!(
             "[[steps]]\nname = \"w\"\nwait = {wait}\n[[steps]]\nname = \"x\"\nfunction = \"f\"\n"
         );
-        let def = super::super::FlowDef::parse(&text).map_err(|e| e.to_string())?;
+        let def = super::super::flow::FlowDef::parse(&text).map_err(|e| e.to_string())?;
         def.validate().map_err(|e| e.to_string())?;
         Ok(def)
     }
@@ -517,7 +492,7 @@ mod tests {
         )
         .unwrap();
         let json = serde_json::to_string(&def).unwrap();
-        assert_eq!(super::super::FlowDef::parse(&json).unwrap(), def);
+        assert_eq!(super::super::flow::FlowDef::parse(&json).unwrap(), def);
         let cases = [
             (
                 r#"{ timeout = "5s", events = [] }"#,

@@ -11,19 +11,25 @@
 //! - `choice = [{ pointer, equals | not_equals | in | exists | gt | gte | lt | lte, next }]`:
 //!   the first rule that holds on the input picks the next step, else `default`; the input
 //!   passes through as the result.
+//!
+//! Shared by the agent (which re-exports it as `edgefn_agent::flows::definition`) and the
+//! cloud's registry (`edgefn flow create`), so both parse the same files and refuse the same
+//! definitions with the same words. The checks that need a store (the functions a flow invokes
+//! exist) are each side's.
 //! - `wait = { events = [...], timeout, on_timeout, key }`: the run waits for one of the events
 //!   (correlated to the run by `key`) and takes that event's `next`, or `on_timeout`
-//!   ([`super::trigger::WaitDef`]).
+//!   ([`super::flow_trigger::WaitDef`]).
 //!
-//! A flow may also have a `[trigger]` ([`super::trigger::TriggerDef`]): `any` of several event
+//! A flow may also have a `[trigger]` ([`super::flow_trigger::TriggerDef`]): `any` of several event
 //! sources, or `all` of them within a window, correlated by a key.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::trigger::{TriggerDef, WaitDef};
-use crate::store::{Destination, Qualifier};
+use super::flow_trigger::{TriggerDef, WaitDef};
+use super::mapping::Destination;
+use super::names::{name_reason, qualifier_reason};
 
 /// Most retries of a step.
 pub const MAX_RETRIES: u32 = 10;
@@ -419,8 +425,12 @@ impl FlowDef {
         }
         let mut names = HashSet::new();
         for s in &self.steps {
-            crate::store::names::validate_function_name(&s.name)
-                .map_err(|e| InvalidFlow(format!("step name {:?}: {e}", s.name)))?;
+            name_reason(&s.name).map_err(|r| {
+                InvalidFlow(format!(
+                    "step name {:?}: invalid name {:?}: {r}",
+                    s.name, s.name
+                ))
+            })?;
             if !names.insert(s.name.as_str()) {
                 return bad(format!("two steps are named {:?}", s.name));
             }
@@ -473,10 +483,14 @@ impl FlowDef {
             };
             if let Some(f) = &s.function {
                 let (name, q) = f.split_once(':').unwrap_or((f, "latest"));
-                crate::store::names::validate_function_name(name)
-                    .map_err(|e| InvalidFlow(format!("step {n:?}: function: {e}")))?;
-                Qualifier::parse(q)
-                    .map_err(|e| InvalidFlow(format!("step {n:?}: function: {e}")))?;
+                name_reason(name).map_err(|r| {
+                    InvalidFlow(format!("step {n:?}: function: invalid name {name:?}: {r}"))
+                })?;
+                qualifier_reason(q).map_err(|r| {
+                    InvalidFlow(format!(
+                        "step {n:?}: function: invalid qualifier {q:?}: {r}"
+                    ))
+                })?;
                 if s.retries.is_some_and(|r| r > MAX_RETRIES) {
                     return bad(format!(
                         "step {n:?}: retries {} is too many: at most {MAX_RETRIES}",

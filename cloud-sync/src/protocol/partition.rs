@@ -1,4 +1,5 @@
-//! Partition keys and file formats of stream sources: how a record's partition is found.
+//! Partition keys and file formats of stream sources: how a record's partition is found
+//! (shared: the cloud validates stream mappings with it, the agent also extracts keys).
 //!
 //! Text forms (CLI `--partition-key`, the mapping's JSON): `none` (one partition), `topic` (the
 //! whole MQTT topic), `topic:N` (the Nth level of the topic, from 1), `json:/POINTER` (a field of
