@@ -5,19 +5,19 @@
 //! with `-B <sysroot>/lib/rustlib/<host>/bin/gcc-ld -fuse-ld=lld`), which Debian's GNU ld cannot
 //! replace here:
 //!
-//! - `--icf=safe` folds functions whose machine code is identical (monomorphised generics often
-//!   are), which GNU ld does not do at all. "safe" folds only what no code compares by address:
-//!   Rust's functions (LLVM lists the few address-significant ones), never the C code (gcc emits
-//!   no such list, so LLD keeps every C function; SQLite compares function pointers);
 //! - `-z pack-relative-relocs` stores the position-independent binary's relative relocations as
 //!   a compact bitmap (DT_RELR) instead of 24 bytes each (GNU ld 2.40 has it for x86 only). The
 //!   binary then needs glibc 2.36 or newer (Raspberry Pi OS bookworm, Debian 12, Ubuntu 24.04), and
 //!   says so: it carries the `GLIBC_ABI_DT_RELR` version, which packaging/deb/build-deb.sh turns
 //!   into `Depends: libc6 (>= 2.36)` and which an older glibc refuses with a clear message.
 //!
-//! Only the agent's own link changes (dependencies are not rebuilt). Without a `rust-lld` in the
-//! toolchain (an unusual toolchain), or with `EDGEFN_LINK_LLD=0`, the target's default linker is
-//! used as before, and the build says so. Sizes in docs/benchmarks.md ("Footprint").
+//! Identical code folding is not used: `--icf=all` saves another ~128 KiB but may fold C functions
+//! that SQLite compares by address, and `--icf=safe` folds nothing here (rustc emits no
+//! address-significance tables), both measured in docs/benchmarks.md.
+//!
+//! Only the agent's own link changes (dependencies are not rebuilt). With `EDGEFN_LINK_LLD=0`, or
+//! without a `rust-lld` in the toolchain (an unusual toolchain; the build warns), the target's
+//! default linker is used as before. Sizes in docs/benchmarks.md ("Footprint").
 
 use std::env;
 use std::path::PathBuf;
@@ -44,7 +44,6 @@ fn main() {
     for arg in [
         format!("-B{}", gcc_ld.display()),
         "-fuse-ld=lld".to_string(),
-        "-Wl,--icf=safe".to_string(),
         "-Wl,-z,pack-relative-relocs".to_string(),
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");
