@@ -8,7 +8,7 @@
 #   scripts/build-pi.sh --no-deb           # binaries only
 #   CARGO_FEATURES="--no-default-features --features http-trigger" scripts/build-pi.sh   # slimmer agent
 #
-# Output: target/<triple>/release/edgefn-agent and target/deb/edgefn-agent_<version>_<arch>.deb.
+# Output: target/<triple>/release/edgefn-agent ($CARGO_TARGET_DIR/... when set) and target/deb/edgefn-agent_<version>_<arch>.deb.
 # On a fresh Debian/Ubuntu machine it installs what it needs (needs root or sudo for apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,13 +51,13 @@ cargo build --release --locked -p edgefn-agent "${target_args[@]}" ${CARGO_FEATU
 echo "== built in $(( $(date +%s) - start )) s"
 
 for t in "${targets[@]}"; do
-  bin=target/$t/release/edgefn-agent
+  bin=${CARGO_TARGET_DIR:-target}/$t/release/edgefn-agent
   printf '%-34s %9d bytes  %s\n' "$t" "$(stat -c %s "$bin")" "$bin"
 done
 
 if [ $deb = 1 ]; then
   arch_of() { case "$1" in aarch64-*) echo arm64 ;; armv7-*) echo armhf ;; x86_64-*) echo amd64 ;; esac; }
   for t in "${targets[@]}"; do
-    packaging/deb/build-deb.sh --arch "$(arch_of "$t")" --binary "target/$t/release/edgefn-agent"
+    packaging/deb/build-deb.sh --arch "$(arch_of "$t")" --binary "${CARGO_TARGET_DIR:-target}/$t/release/edgefn-agent"
   done
 fi

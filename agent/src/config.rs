@@ -98,6 +98,10 @@ max_batch = 256
 # SQLite page cache of each of the store's three connections, in KiB (at most; it fills as
 # pages are read). More helps big log and stats queries a little and costs RAM.
 cache_kib = 2048
+# SQLite page size of a new store, bytes (a power of two, 512..65536; an existing store keeps
+# its own). Every commit appends each page it changes to the WAL, so smaller pages write less
+# to the SD card per invocation (1024: ~3x less than SQLite's usual 4096).
+page_size = 1024
 
 [retention]
 # Log and invocation records older than this are deleted ("7d", "12h", ...).
@@ -138,6 +142,8 @@ pub struct AgentConfig {
     pub data_dir: Option<PathBuf>,
     /// SQLite page cache per store connection, KiB (`[store] cache_kib`).
     pub cache_kib: u32,
+    /// SQLite page size of a store created at start, bytes (`[store] page_size`).
+    pub page_size: u32,
     /// Admin API listen address.
     pub api_listen: SocketAddr,
     /// Invocation worker threads (0 = CPU cores).
@@ -328,6 +334,7 @@ struct RawStore {
     synchronous: Option<String>,
     max_batch: Option<usize>,
     cache_kib: Option<u32>,
+    page_size: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -380,6 +387,15 @@ impl AgentConfig {
         if !(64..=1 << 20).contains(&cache_kib) {
             return Err(err(format!(
                 "store.cache_kib must be 64..=1048576, not {cache_kib}"
+            )));
+        }
+        let page_size = raw
+            .store
+            .page_size
+            .unwrap_or(crate::store::DEFAULT_PAGE_SIZE);
+        if !(page_size.is_power_of_two() && (512..=65536).contains(&page_size)) {
+            return Err(err(format!(
+                "store.page_size must be a power of two in 512..=65536, not {page_size}"
             )));
         }
         let max_batch = raw.store.max_batch.unwrap_or(256);
@@ -508,6 +524,7 @@ impl AgentConfig {
             workers: raw.runtime.workers.unwrap_or(0),
             sync_full,
             cache_kib,
+            page_size,
             max_batch,
             max_age: duration("retention.max_age", raw.retention.max_age.as_deref(), "7d")?,
             max_log_records: raw.retention.max_log_records.unwrap_or(200_000),
@@ -595,6 +612,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.cache_kib"), "{e}");
+        let e = AgentConfig::parse("[store]\npage_size = 3000", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.page_size") && e.contains("3000"), "{e}");
+        let c = AgentConfig::parse("[store]\npage_size = 1024", Path::new("a.toml")).unwrap();
+        assert_eq!(c.page_size, 1024);
         let e = AgentConfig::parse("[apii]\n", Path::new("a.toml"))
             .unwrap_err()
             .to_string();

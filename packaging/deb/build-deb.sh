@@ -39,7 +39,11 @@ if readelf -S "$binary" | grep -q '\.symtab'; then
   echo "$binary is not stripped (build it with the release profile)" >&2; exit 1
 fi
 # The oldest libc6 it runs with: the newest GLIBC_x.y symbol version it needs.
-glibc=$(readelf -V "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)
+# Packed relative relocations (DT_RELR, agent/build.rs) need glibc 2.36; the binary names them
+# with the GLIBC_ABI_DT_RELR version instead of a numbered one.
+versions=$(readelf -V "$binary")
+glibc=$( { grep -o 'GLIBC_[0-9][0-9.]*' <<<"$versions" | sed 's/GLIBC_//'
+          if grep -q 'GLIBC_ABI_DT_RELR' <<<"$versions"; then echo 2.36; fi; } | sort -V | tail -n1)
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

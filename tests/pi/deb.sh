@@ -30,8 +30,9 @@ export DEB_COMPRESS=gzip DEB_COMPRESS_LEVEL=1
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' agent/Cargo.toml | head -n1)
 
 # --- build ---------------------------------------------------------------------------------
-declare -A bin=([arm64]=target/aarch64-unknown-linux-gnu/$profile/edgefn-agent
-                [armhf]=target/armv7-unknown-linux-gnueabihf/$profile/edgefn-agent)
+tdir=${CARGO_TARGET_DIR:-target}
+declare -A bin=([arm64]=$tdir/aarch64-unknown-linux-gnu/$profile/edgefn-agent
+                [armhf]=$tdir/armv7-unknown-linux-gnueabihf/$profile/edgefn-agent)
 for arch in arm64 armhf; do
   [ -x "${bin[$arch]}" ] || die "${bin[$arch]} is missing (tests/pi/build.sh builds it)"
   packaging/deb/build-deb.sh --arch $arch --binary "${bin[$arch]}" --out "$work/v1" >/dev/null

@@ -33,7 +33,7 @@ done
 
 smoke() {
   local triple=$1 qemu=$2 sysroot=$3 machine=$4
-  local bin=target/$triple/$profile/edgefn-agent
+  local bin=${CARGO_TARGET_DIR:-target}/$triple/$profile/edgefn-agent
   local tag=${triple%%-*}
   [ -x "$bin" ] || die "$bin is missing (tests/pi/build.sh builds it)"
   echo "== $triple ($bin under $qemu)"

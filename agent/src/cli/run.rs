@@ -91,6 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Synchronous::Normal
         },
         cache_kib: config.cache_kib,
+        page_size: config.page_size,
         ..StoreOptions::default()
     };
     let db = data_dir.join("agent.db");

@@ -25,6 +25,10 @@ const STATEMENT_CACHE: usize = 128;
 /// Default bound of the MQTT outbox, in rows ([`StoreOptions::outbox_max_rows`]).
 pub const DEFAULT_OUTBOX_MAX_ROWS: u64 = 100_000;
 
+/// Page size of new stores ([`StoreOptions::page_size`]): 1 KiB rather than SQLite's 4 KiB cuts
+/// what an invocation appends to the WAL by ~3x (measured in docs/benchmarks.md, "Footprint").
+pub const DEFAULT_PAGE_SIZE: u32 = 1024;
+
 /// Upper bound for the WAL file left on disk after a checkpoint (SD cards are small).
 const JOURNAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
 
@@ -73,6 +77,13 @@ pub struct StoreOptions {
     /// Most rows the MQTT outbox keeps: a commit that goes beyond drops the oldest rows and
     /// counts them (`Dropped::outbox`). Changeable later with [`Store::set_outbox_max_rows`].
     pub outbox_max_rows: u64,
+    /// SQLite page size in bytes of a store created by this open (a power of two,
+    /// 512..=65536); an existing store keeps the page size it was created with (changing it
+    /// needs a VACUUM outside WAL mode). The WAL appends a whole page for every page a
+    /// transaction changes, and an invocation's commit changes ~11 pages of different tables
+    /// and indexes by a few bytes each, so the page size sets an idle gateway's write volume
+    /// (docs/benchmarks.md, "Footprint", SD-card writes).
+    pub page_size: u32,
 }
 
 impl Default for StoreOptions {
@@ -83,6 +94,7 @@ impl Default for StoreOptions {
             readers: 2,
             cache_kib: 2048,
             outbox_max_rows: DEFAULT_OUTBOX_MAX_ROWS,
+            page_size: DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -139,8 +151,19 @@ impl Store {
                 source,
             })
         };
+        if !(options.page_size.is_power_of_two() && (512..=65536).contains(&options.page_size)) {
+            return Err(StoreError::Setup {
+                path: display,
+                reason: format!(
+                    "page size {} is not a power of two in 512..=65536",
+                    options.page_size
+                ),
+            });
+        }
         let mut writer = open()?;
         configure(&writer, options)?;
+        // Only takes effect while the file is still empty (a new store); ignored otherwise.
+        writer.pragma_update(None, "page_size", options.page_size)?;
         let mode: String =
             writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -331,6 +354,40 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2); // FULL
+    }
+
+    #[test]
+    fn page_size_applies_to_new_stores_only_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let page_size = |store: &Store| -> i64 {
+            lock(&store.inner.writer)
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap()
+        };
+        let with = |page_size| StoreOptions {
+            page_size,
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(&path, &with(2048)).unwrap();
+        assert_eq!(page_size(&store), 2048);
+        store.meta_set("k", "v").unwrap();
+        drop(store);
+        // Reopened with another page size: the store keeps its own, and its data.
+        let store = Store::open_with(&path, &with(8192)).unwrap();
+        assert_eq!(page_size(&store), 2048);
+        assert_eq!(store.meta_get("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(store.integrity_check().unwrap(), vec!["ok".to_string()]);
+        drop(store);
+        let default = Store::open(dir.path().join("d.db")).unwrap();
+        assert_eq!(page_size(&default), i64::from(DEFAULT_PAGE_SIZE));
+        for bad in [0, 1000, 256, 131072] {
+            let err = Store::open_with(dir.path().join("bad.db"), &with(bad)).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("page size {bad}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(crate) mod test_support;
 
 pub use alias::{pick_version, split_point, AliasInfo, AliasTarget, WeightedVersion};
 pub use commit::CommitSummary;
-pub use db::{Store, StoreOptions, Synchronous, DEFAULT_OUTBOX_MAX_ROWS};
+pub use db::{Store, StoreOptions, Synchronous, DEFAULT_OUTBOX_MAX_ROWS, DEFAULT_PAGE_SIZE};
 pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use error::{Result, StoreError};
 pub use flows::{FlowInfo, FlowRun};
