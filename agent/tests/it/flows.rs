@@ -375,6 +375,46 @@ fn a_mapping_starts_runs_of_a_flow() {
 }
 
 #[test]
+fn a_stream_mapping_starts_one_run_per_batch_in_order() {
+    let a = Agent::start("flows-stream");
+    steps(&a, &["a"], "");
+    flow(&a, "batched", "[[steps]]\nname = \"one\"\nfunction = \"a\"\n");
+    let lines: String = (1..=5).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    let file = a.write("readings.jsonl", &lines);
+    a.cli(&[
+        "mapping",
+        "create",
+        "--function",
+        "flow:batched",
+        "--stream-file",
+        &file,
+        "--batch-size",
+        "2",
+    ])
+    .ok();
+    // Every record reaches a run, each batch one run, in offset order.
+    let runs = a.poll("runs of every record", WAIT, || {
+        let runs = runs_of(&a, "batched");
+        let records: usize = runs
+            .iter()
+            .map(|r| run_json(&a, r["id"].as_str().unwrap()))
+            .filter(|r| r["status"] == "succeeded")
+            .map(|r| r["state"]["output"]["in"].as_array().map_or(0, Vec::len))
+            .sum();
+        (records == 5).then_some(runs)
+    });
+    let mut seen = Vec::new();
+    for r in runs.iter().rev() {
+        let run = run_json(&a, r["id"].as_str().unwrap());
+        assert!(run["trigger"].as_str().unwrap().starts_with("mapping:"), "{run:#}");
+        let batch = run["state"]["output"]["in"].as_array().unwrap().clone();
+        assert!(batch.len() <= 2, "{run:#}");
+        seen.extend(batch.iter().map(|rec| rec["payload"]["n"].as_i64().unwrap()));
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+}
+
+#[test]
 fn a_restart_mid_run_continues_without_rerunning_finished_steps() {
     let mut a = Agent::start("flows-restart");
     steps(&a, &["a", "c"], "");

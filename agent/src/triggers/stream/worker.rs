@@ -14,8 +14,9 @@ use super::bisect::{Bisect, Failed};
 use super::{encode, file, Hub};
 use crate::daemon::{InvokeError, InvokeRequest};
 use crate::runtime::{Invocation, Outcome};
+use crate::store::mappings::FLOW_TARGET;
 use crate::store::stream::{StreamCheckpoint, StreamRecord};
-use crate::store::{Batching, Level, Mapping, Qualifier, Source};
+use crate::store::{Batching, CommitExtra, Level, Mapping, Qualifier, Source};
 use crate::triggers::dispatch::{
     failure_extra, retry_delay, success_extra, Carry, Dispatcher, Route,
 };
@@ -309,6 +310,40 @@ async fn attempt(
         let mut event = event.clone();
         event.attempt = n;
         let last = n == tries;
+        if let Some(flow) = ctx.route.function.strip_prefix(FLOW_TARGET) {
+            // A stream mapping to `flow:NAME`: the batch starts one run (its input is the
+            // batch's JSON), committed with the checkpoint; the run's steps retry on their own.
+            let extra = CommitExtra {
+                stream_checkpoint: Some(StreamCheckpoint {
+                    mapping: ctx.mapping.id.clone(),
+                    partition: slice[0].partition.clone(),
+                    offset: last_offset,
+                }),
+                ..CommitExtra::default()
+            };
+            let input = crate::flows::value_from_bytes(&event.data);
+            let trigger = format!("mapping:{}", ctx.mapping.id);
+            match crate::flows::start(ctx.dispatcher.daemon(), flow, input, &trigger, extra).await {
+                Ok(_) => return Some(true),
+                // Unknown or disabled flow: the stream waits (in order), as for a function.
+                Err(e) => {
+                    if !complained {
+                        ctx.dispatcher.daemon().log_agent(
+                            Some(&ctx.mapping.function),
+                            None,
+                            Level::Warn,
+                            format!(
+                                "stream mapping {}: partition {:?} waits: {e}",
+                                ctx.mapping.id, slice[0].partition
+                            ),
+                        );
+                        complained = true;
+                    }
+                    hold(stop, HOLD_MAX).await;
+                    continue;
+                }
+            }
+        }
         let Some(qualifier) = ctx.qualifier.clone() else {
             eprintln!(
                 "edgefn-agent: stream mapping {}: bad qualifier {:?}",
