@@ -378,7 +378,11 @@ fn a_mapping_starts_runs_of_a_flow() {
 fn a_stream_mapping_starts_one_run_per_batch_in_order() {
     let a = Agent::start("flows-stream");
     steps(&a, &["a"], "");
-    flow(&a, "batched", "[[steps]]\nname = \"one\"\nfunction = \"a\"\n");
+    flow(
+        &a,
+        "batched",
+        "[[steps]]\nname = \"one\"\nfunction = \"a\"\n",
+    );
     let lines: String = (1..=5).map(|n| format!("{{\"n\": {n}}}\n")).collect();
     let file = a.write("readings.jsonl", &lines);
     a.cli(&[
@@ -406,10 +410,17 @@ fn a_stream_mapping_starts_one_run_per_batch_in_order() {
     let mut seen = Vec::new();
     for r in runs.iter().rev() {
         let run = run_json(&a, r["id"].as_str().unwrap());
-        assert!(run["trigger"].as_str().unwrap().starts_with("mapping:"), "{run:#}");
+        assert!(
+            run["trigger"].as_str().unwrap().starts_with("mapping:"),
+            "{run:#}"
+        );
         let batch = run["state"]["output"]["in"].as_array().unwrap().clone();
         assert!(batch.len() <= 2, "{run:#}");
-        seen.extend(batch.iter().map(|rec| rec["payload"]["n"].as_i64().unwrap()));
+        seen.extend(
+            batch
+                .iter()
+                .map(|rec| rec["payload"]["n"].as_i64().unwrap()),
+        );
     }
     assert_eq!(seen, [1, 2, 3, 4, 5]);
 }
