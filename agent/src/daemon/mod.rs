@@ -26,12 +26,15 @@ pub struct Daemon {
     inner: Arc<Inner>,
 }
 
+/// A pool's key: (function, version; `None` = latest).
+type PoolKey = (String, Option<u32>);
+
 struct Inner {
     store: Store,
     runtime: Runtime,
     /// Pools by (function, version; `None` = latest). Each remembers the module and spec it was
     /// built from, so a changed `latest` gets a fresh pool on its next invocation.
-    pools: Mutex<HashMap<(String, Option<u32>), Arc<PoolEntry>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
     committer: Committer,
     metrics: Metrics,
     retention: Retention,

@@ -31,6 +31,9 @@ pub enum AckToken {
 }
 
 /// What the event loop reported.
+// `Message` is nearly every notice, moved once into the link: boxing it would add an allocation
+// per message to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Notice {
     Connected {
