@@ -13,7 +13,7 @@ use super::output::{self, escape_text, time_ms, Table};
 use anyhow::Context;
 // The Job document, progress bar and input format rules are shared with the cloud's
 // `edgefn job ... --device` (`protocol::jobs`).
-use edgefn_cloud::protocol::jobs::{bar_line, format_of, parse_format, JobDoc as Job, Progress};
+use edgefn_cloud::protocol::jobs::{self, format_of, parse_format, JobDoc as Job, Progress};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -310,49 +310,14 @@ fn write_results(client: &Client, id: &str, path: &Path) -> anyhow::Result<u64> 
 }
 
 fn render(job: &Job) -> String {
-    let mut pairs = vec![
-        ("job", job.id.clone()),
-        ("function", format!("{}:{}", job.function, job.qualifier)),
-        ("state", job.state.clone()),
-        ("progress", bar_line(job)),
-        (
-            "tasks",
-            format!(
-                "{} ({} succeeded, {} failed, {} pending)",
-                job.tasks, job.succeeded, job.failed, job.pending
-            ),
-        ),
-        (
-            "settings",
-            format!(
-                "parallelism {}, retries {}, input {}",
-                job.parallelism, job.retries, job.input
-            ),
-        ),
-        ("created", time_ms(job.created_ms.max(0) as u64)),
-    ];
-    if let Some(f) = job.finished_ms {
-        pairs.push(("finished", time_ms(f.max(0) as u64)));
-    }
-    let mut text = output::fields(&pairs);
-    if let Some(failures) = job.failures.as_ref().filter(|f| !f.is_empty()) {
-        text.push_str("\nfailed tasks");
-        if (failures.len() as u64) < job.failed {
-            text.push_str(&format!(
-                " (the first {} of {}; `job results` has all)",
-                failures.len(),
-                job.failed
-            ));
-        }
-        text.push_str(":\n");
-        let mut t = Table::new(&["INDEX", "ATTEMPTS", "ERROR", "INVOCATION"]).right(&[0, 1]);
-        for f in failures {
-            t.row(&[
-                f.index.to_string(),
-                f.attempts.to_string(),
-                escape_text(&f.error).into_owned(),
-                f.invocation_id.clone().unwrap_or_else(|| "-".into()),
-            ]);
+    let time = |ms: i64| time_ms(ms.max(0) as u64);
+    let mut text = output::fields(&jobs::summary(job, time));
+    if let Some((heading, rows)) = jobs::failures(job) {
+        text.push_str(&heading);
+        let mut t = Table::new(&jobs::FAILURE_COLUMNS).right(&[0, 1]);
+        for mut row in rows {
+            row[2] = escape_text(&row[2]).into_owned();
+            t.row(&row);
         }
         text.push_str(&t.render());
     }
@@ -360,26 +325,9 @@ fn render(job: &Job) -> String {
 }
 
 fn render_list(jobs: &[Job]) -> String {
-    let mut t = Table::new(&[
-        "ID",
-        "FUNCTION",
-        "STATE",
-        "DONE",
-        "FAILED",
-        "PARALLELISM",
-        "CREATED",
-    ])
-    .right(&[3, 4, 5]);
+    let mut t = Table::new(&jobs::LIST_COLUMNS).right(&[3, 4, 5]);
     for j in jobs {
-        t.row(&[
-            j.id.clone(),
-            format!("{}:{}", j.function, j.qualifier),
-            j.state.clone(),
-            format!("{}/{}", j.succeeded + j.failed, j.tasks),
-            j.failed.to_string(),
-            j.parallelism.to_string(),
-            time_ms(j.created_ms.max(0) as u64),
-        ]);
+        t.row(&jobs::list_row(j, |ms| time_ms(ms.max(0) as u64)));
     }
     t.render()
 }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::client::{seg, Client, Method};
 use super::output::{self, fields, out, time, Table};
 use super::CliError;
-use crate::protocol::jobs::{bar_line, format_of, parse_format, JobDoc, Progress, MAX_INPUT_BYTES};
+use crate::protocol::jobs::{self, format_of, parse_format, JobDoc, Progress, MAX_INPUT_BYTES};
 use crate::protocol::names::parse_target;
 
 #[derive(Args, Debug)]
@@ -372,49 +372,13 @@ fn write_results(d: &Device, id: &str, path: &Path) -> Result<u64, CliError> {
 }
 
 fn render(job: &JobDoc) -> String {
-    let mut pairs = vec![
-        ("job", job.id.clone()),
-        ("function", format!("{}:{}", job.function, job.qualifier)),
-        ("state", job.state.clone()),
-        ("progress", bar_line(job)),
-        (
-            "tasks",
-            format!(
-                "{} ({} succeeded, {} failed, {} pending)",
-                job.tasks, job.succeeded, job.failed, job.pending
-            ),
-        ),
-        (
-            "settings",
-            format!(
-                "parallelism {}, retries {}, input {}",
-                job.parallelism, job.retries, job.input
-            ),
-        ),
-        ("created", time(Some(job.created_ms))),
-    ];
-    if job.finished_ms.is_some() {
-        pairs.push(("finished", time(job.finished_ms)));
-    }
-    let mut text = fields(&pairs);
-    if let Some(failures) = job.failures.as_ref().filter(|f| !f.is_empty()) {
-        text.push_str("\nfailed tasks");
-        if (failures.len() as u64) < job.failed {
-            text.push_str(&format!(
-                " (the first {} of {}; `job results` has all)",
-                failures.len(),
-                job.failed
-            ));
-        }
-        text.push_str(":\n");
-        let mut t = Table::new(&["INDEX", "ATTEMPTS", "ERROR", "INVOCATION"]);
-        for f in failures {
-            t.row(vec![
-                f.index.to_string(),
-                f.attempts.to_string(),
-                f.error.escape_default().to_string(),
-                f.invocation_id.clone().unwrap_or_else(|| "-".into()),
-            ]);
+    let mut text = fields(&jobs::summary(job, |ms| time(Some(ms))));
+    if let Some((heading, rows)) = jobs::failures(job) {
+        text.push_str(&heading);
+        let mut t = Table::new(&jobs::FAILURE_COLUMNS);
+        for mut row in rows {
+            row[2] = row[2].escape_default().to_string();
+            t.row(row.to_vec());
         }
         text.push_str(&t.render());
     }
@@ -422,25 +386,9 @@ fn render(job: &JobDoc) -> String {
 }
 
 fn render_list(jobs: &[JobDoc]) -> String {
-    let mut t = Table::new(&[
-        "ID",
-        "FUNCTION",
-        "STATE",
-        "DONE",
-        "FAILED",
-        "PARALLELISM",
-        "CREATED",
-    ]);
+    let mut t = Table::new(&jobs::LIST_COLUMNS);
     for j in jobs {
-        t.row(vec![
-            j.id.clone(),
-            format!("{}:{}", j.function, j.qualifier),
-            j.state.clone(),
-            format!("{}/{}", j.succeeded + j.failed, j.tasks),
-            j.failed.to_string(),
-            j.parallelism.to_string(),
-            time(Some(j.created_ms)),
-        ]);
+        t.row(jobs::list_row(j, |ms| time(Some(ms))).to_vec());
     }
     t.render()
 }

@@ -117,6 +117,91 @@ pub struct FailureDoc {
     pub invocation_id: Option<String>,
 }
 
+/// A job's summary for people, as (label, value) pairs; `time` formats Unix ms. Both CLIs
+/// (`edgefn-agent job`, `edgefn job --device`) print it with their own field layout.
+pub fn summary(job: &JobDoc, time: impl Fn(i64) -> String) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        ("job", job.id.clone()),
+        ("function", format!("{}:{}", job.function, job.qualifier)),
+        ("state", job.state.clone()),
+        ("progress", bar_line(job)),
+        (
+            "tasks",
+            format!(
+                "{} ({} succeeded, {} failed, {} pending)",
+                job.tasks, job.succeeded, job.failed, job.pending
+            ),
+        ),
+        (
+            "settings",
+            format!(
+                "parallelism {}, retries {}, input {}",
+                job.parallelism, job.retries, job.input
+            ),
+        ),
+        ("created", time(job.created_ms)),
+    ];
+    if let Some(f) = job.finished_ms {
+        pairs.push(("finished", time(f)));
+    }
+    pairs
+}
+
+/// Columns of [`failures`]' rows.
+pub const FAILURE_COLUMNS: [&str; 4] = ["INDEX", "ATTEMPTS", "ERROR", "INVOCATION"];
+
+/// The failed tasks a job document lists, for a table under its summary: the heading line, then
+/// one row per task ([`FAILURE_COLUMNS`]; the error as it is, for the caller to escape). `None`
+/// when it lists none.
+pub fn failures(job: &JobDoc) -> Option<(String, Vec<[String; 4]>)> {
+    let failures = job.failures.as_ref().filter(|f| !f.is_empty())?;
+    let mut heading = String::from("\nfailed tasks");
+    if (failures.len() as u64) < job.failed {
+        heading.push_str(&format!(
+            " (the first {} of {}; `job results` has all)",
+            failures.len(),
+            job.failed
+        ));
+    }
+    heading.push_str(":\n");
+    let rows = failures
+        .iter()
+        .map(|f| {
+            [
+                f.index.to_string(),
+                f.attempts.to_string(),
+                f.error.clone(),
+                f.invocation_id.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    Some((heading, rows))
+}
+
+/// Columns of [`list_row`].
+pub const LIST_COLUMNS: [&str; 7] = [
+    "ID",
+    "FUNCTION",
+    "STATE",
+    "DONE",
+    "FAILED",
+    "PARALLELISM",
+    "CREATED",
+];
+
+/// One job of a job list for people ([`LIST_COLUMNS`]); `time` formats Unix ms.
+pub fn list_row(job: &JobDoc, time: impl Fn(i64) -> String) -> [String; 7] {
+    [
+        job.id.clone(),
+        format!("{}:{}", job.function, job.qualifier),
+        job.state.clone(),
+        format!("{}/{}", job.succeeded + job.failed, job.tasks),
+        job.failed.to_string(),
+        job.parallelism.to_string(),
+        time(job.created_ms),
+    ]
+}
+
 /// `[##########----------]  50%  500/1000 tasks, 3 failed`.
 pub fn bar_line(job: &JobDoc) -> String {
     const WIDTH: u64 = 30;
