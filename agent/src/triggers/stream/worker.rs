@@ -299,7 +299,12 @@ async fn attempt(
 ) -> Option<bool> {
     let event = encode::event(&ctx.mapping.id, slice);
     let single = slice.len() == 1;
-    let last_offset = slice[slice.len() - 1].offset;
+    // Committed with the batch's success (or its single record's final failure).
+    let checkpoint = StreamCheckpoint {
+        mapping: ctx.mapping.id.clone(),
+        partition: slice[0].partition.clone(),
+        offset: slice[slice.len() - 1].offset,
+    };
     let mut n = 1;
     let mut held = 0;
     let mut complained = false;
@@ -314,11 +319,7 @@ async fn attempt(
             // A stream mapping to `flow:NAME`: the batch starts one run (its input is the
             // batch's JSON), committed with the checkpoint; the run's steps retry on their own.
             let extra = CommitExtra {
-                stream_checkpoint: Some(StreamCheckpoint {
-                    mapping: ctx.mapping.id.clone(),
-                    partition: slice[0].partition.clone(),
-                    offset: last_offset,
-                }),
+                stream_checkpoint: Some(checkpoint.clone()),
                 ..CommitExtra::default()
             };
             let input = crate::flows::value_from_bytes(&event.data);
@@ -327,18 +328,7 @@ async fn attempt(
                 Ok(_) => return Some(true),
                 // Unknown or disabled flow: the stream waits (in order), as for a function.
                 Err(e) => {
-                    if !complained {
-                        ctx.dispatcher.daemon().log_agent(
-                            Some(&ctx.mapping.function),
-                            None,
-                            Level::Warn,
-                            format!(
-                                "stream mapping {}: partition {:?} waits: {e}",
-                                ctx.mapping.id, slice[0].partition
-                            ),
-                        );
-                        complained = true;
-                    }
+                    complain_once(ctx, slice, &mut complained, &e);
                     hold(stop, HOLD_MAX).await;
                     continue;
                 }
@@ -358,12 +348,7 @@ async fn attempt(
             invocation_id: ulid::Ulid::new().to_string(),
             event: event.clone(),
         };
-        let (route, ev) = (ctx.route.clone(), event.clone());
-        let checkpoint = StreamCheckpoint {
-            mapping: ctx.mapping.id.clone(),
-            partition: slice[0].partition.clone(),
-            offset: last_offset,
-        };
+        let (route, ev, checkpoint) = (ctx.route.clone(), event.clone(), checkpoint.clone());
         let finish = move |inv: &Invocation| {
             let carry = Carry::default();
             if inv.is_success() {
@@ -398,23 +383,33 @@ async fn attempt(
             // Disabled or unknown function, unusable module: the stream waits (in order) until
             // the function can run again rather than dead-lettering every record.
             Err(e) => {
-                if !complained {
-                    ctx.dispatcher.daemon().log_agent(
-                        Some(&ctx.mapping.function),
-                        None,
-                        Level::Warn,
-                        format!(
-                            "stream mapping {}: partition {:?} waits: {e}",
-                            ctx.mapping.id, slice[0].partition
-                        ),
-                    );
-                    complained = true;
-                }
+                complain_once(ctx, slice, &mut complained, &e);
                 hold(stop, HOLD_MAX).await;
             }
         }
     }
     Some(false)
+}
+
+/// Logs once per batch (under the mapping's target) that the partition waits, and why.
+fn complain_once(
+    ctx: &Ctx,
+    slice: &[StreamRecord],
+    complained: &mut bool,
+    why: &dyn std::fmt::Display,
+) {
+    if !*complained {
+        ctx.dispatcher.daemon().log_agent(
+            Some(&ctx.mapping.function),
+            None,
+            Level::Warn,
+            format!(
+                "stream mapping {}: partition {:?} waits: {why}",
+                ctx.mapping.id, slice[0].partition
+            ),
+        );
+        *complained = true;
+    }
 }
 
 /// Sleeps `d`, or less when stopped.
